@@ -11,6 +11,11 @@ constructible without ``$SPS_HOME`` (see :mod:`prospect_sim.sps`).
 """
 
 __version__ = "0.1.0"
+
+from .sps import _compat as _sps_compat
+
+# Let prospect.models.SpecModel be built without $SPS_HOME (cheap: imports nothing).
+_sps_compat.install()
 __all__ = ["main", "get_parser", "__version__"]
 
 

@@ -1,0 +1,276 @@
+"""``--infer``: posterior samples for the obs, or for every row of a catalogue.
+
+Output HDF5 (``outputs.path_for(run_params, "posterior")``):
+
+=====================  ===================  ==========================================
+``/samples``           (N, n_draws, D) f4   flow draws (absent with ``--summary_only``)
+``/median``            (N, D) f4            posterior medians (importance-weighted
+``/p16``, ``/p84``     (N, D) f4            with ``--importance``)
+``/flags``             (N,) u1              bit flags, see :data:`FLAGS`
+``/ess``               (N,) f4              importance-sampling ESS (``--importance``)
+``/log_weights``       (N, n_draws) f4      importance log weights (``--importance``)
+``/batches_done``      (K,) bool            batches written (for ``--resume``)
+attrs                                        ``param_labels``, ``checkpoint``, ``source``,
+                                             ``n_draws``, ``seed``, ``flags`` (JSON) ...
+=====================  ===================  ==========================================
+
+Objects are read, sampled and written ``--infer_batch`` rows at a time, so a
+catalogue never sits in memory; the file grows under ``<output>.part`` and is
+renamed when complete. ``--resume`` continues a ``.part`` file from its first
+batch not done. Batch ``k`` draws with a generator seeded by ``[seed, k]``,
+so a resumed run writes the same numbers as an uninterrupted one.
+"""
+
+import json
+import logging
+import os
+
+import h5py
+import numpy as np
+import torch
+
+from ..errors import InferenceError, UsageError
+from . import options, spec
+from ._paths import check_writable, path_for
+from .catalog import Catalog, columns_for
+from .posterior import AmortizedPosterior, load_checkpoint
+
+__all__ = ["run", "infer", "FLAGS", "ObsSource", "CatalogSource"]
+
+log = logging.getLogger(__name__)
+
+#: Bit flags of ``/flags``.
+FLAGS = {"bad_value": 1, "no_bands": 2, "no_condition": 4, "low_ess": 8}
+_UNUSABLE = FLAGS["bad_value"] | FLAGS["no_bands"] | FLAGS["no_condition"]
+
+
+def _missing_and_flags(flux, unc, cond, bad):
+    missing = ~(np.isfinite(flux) & np.isfinite(unc) & (unc > 0))
+    flags = np.where(bad, FLAGS["bad_value"], 0)
+    flags |= np.where(missing.all(1), FLAGS["no_bands"], 0)
+    if cond is not None and cond.shape[1]:
+        flags |= np.where(~np.isfinite(cond).all(1), FLAGS["no_condition"], 0)
+    return missing, flags.astype(np.uint8)
+
+
+class ObsSource:
+    """The parameter file's obs as a one-row source."""
+
+    def __init__(self, obs, conditions, run_params):
+        self.name = "obs"
+        self.n_rows = 1
+        self.flux = np.atleast_2d(np.asarray(obs.get("maggies"), dtype=float))
+        self.unc = np.atleast_2d(np.asarray(obs.get("maggies_unc"), dtype=float))
+        mask = obs.get("phot_mask")
+        if mask is not None:
+            keep = np.atleast_2d(np.asarray(mask, dtype=bool))
+            self.flux = np.where(keep, self.flux, np.nan)
+        cond = []
+        for c in conditions:
+            value = obs.get(c, run_params.get(c))
+            if value is None:
+                raise InferenceError(f"--condition {c}: the obs has no value for it; put "
+                                     f"obs[{c!r}] in build_obs or pass --{c}")
+            cond.append(float(np.ravel(value)[0]))
+        self.cond = np.array([cond], dtype=float) if conditions else None
+
+    def read(self, start, stop):
+        missing, flags = _missing_and_flags(self.flux, self.unc, self.cond, np.zeros(1, bool))
+        return self.flux, self.unc, missing, self.cond, flags
+
+    def close(self):
+        pass
+
+
+class CatalogSource:
+    """Rows of a catalogue file (:mod:`.catalog`)."""
+
+    def __init__(self, path, filter_names, conditions):
+        self.name = os.path.abspath(path)
+        self.filters, self.conditions = list(filter_names), list(conditions)
+        self.cat = Catalog(path, columns_for(self.filters, self.conditions))
+        self.n_rows = self.cat.n_rows
+
+    def read(self, start, stop):
+        v, bad = self.cat.read(start, stop)
+        flux = np.stack([v[f"{f}_flux"] for f in self.filters], axis=1)
+        unc = np.stack([v[f"{f}_unc"] for f in self.filters], axis=1)
+        cond = (np.stack([v[c] for c in self.conditions], axis=1) if self.conditions else None)
+        missing, flags = _missing_and_flags(flux, unc, cond, bad)
+        return flux, unc, missing, cond, flags
+
+    def close(self):
+        self.cat.close()
+
+
+def run(ingredients, pool=None):
+    """The ``--infer`` mode: returns the posterior file path written."""
+    rp = ingredients.run_params
+    opts = {k: options.get(rp, k) for k in options.DEFAULTS}
+    checkpoint = path_for(rp, "flow")
+    ckpt = load_checkpoint(checkpoint, InferenceError)
+    diff = spec.differences(spec.model_problem(ingredients.model, ingredients.obs),
+                            ckpt["problem"], what=f"checkpoint {checkpoint!r}")
+    if diff:
+        raise InferenceError(f"the checkpoint was trained for another param file: "
+                             + "; ".join(diff) + ". Train this param file (--train) or name "
+                             "its checkpoint with --checkpoint")
+    want = list(opts["condition"] or [])
+    if want and want != list(ckpt["conditions"]):
+        raise UsageError(f"--condition {want}: the checkpoint was trained with conditions "
+                         f"{ckpt['conditions']}; drop the flag or train again")
+    names = ckpt["problem"]["filter_names"]
+    if opts["catalog"]:
+        source = CatalogSource(opts["catalog"], names, ckpt["conditions"])
+    else:
+        source = ObsSource(ingredients.obs, ckpt["conditions"], rp)
+    reweighter = None
+    if opts["importance"]:
+        from .importance import Reweighter
+        reweighter = Reweighter(ingredients.model, ingredients.sps, ingredients.obs,
+                                ckpt["problem"])
+    out = path_for(rp, "posterior")
+    try:
+        return infer(ckpt, checkpoint, source, out, opts, reweighter=reweighter,
+                     resume=bool(rp.get("resume")), overwrite=bool(rp.get("overwrite")),
+                     quiet=bool(rp.get("quiet")))
+    finally:
+        source.close()
+
+
+def _open_output(part, post, n_rows, opts, checkpoint, source_name, n_batches, resume, importance):
+    attrs = {"checkpoint": os.path.abspath(checkpoint), "source": source_name,
+             "n_objects": n_rows, "n_draws": int(opts["n_draws"]),
+             "seed": int(opts["infer_seed"]), "batch_rows": int(opts["infer_batch"]),
+             "importance": bool(importance), "summary_only": bool(opts["summary_only"])}
+    if resume and os.path.exists(part):
+        h5 = h5py.File(part, "a")
+        differ = [k for k, v in attrs.items() if h5.attrs.get(k) != v]
+        if differ:
+            h5.close()
+            raise UsageError(f"--resume: {part!r} was started with different {', '.join(differ)}; "
+                             "use --overwrite to start again")
+        return h5
+    h5 = h5py.File(part, "w")
+    d, n = len(post.labels), int(opts["n_draws"])
+    rows = max(1, min(int(opts["infer_batch"]), n_rows))
+    if not opts["summary_only"]:
+        h5.create_dataset("samples", (n_rows, n, d), dtype="f4", chunks=(min(rows, 64), n, d),
+                          fillvalue=np.nan)
+    for name in ("median", "p16", "p84"):
+        h5.create_dataset(name, (n_rows, d), dtype="f4", fillvalue=np.nan)
+    h5.create_dataset("flags", (n_rows,), dtype="u1")
+    if importance:
+        h5.create_dataset("ess", (n_rows,), dtype="f4", fillvalue=np.nan)
+        h5.create_dataset("log_weights", (n_rows, n), dtype="f4", chunks=(min(rows, 256), n),
+                          fillvalue=np.nan)
+    h5.create_dataset("batches_done", (n_batches,), dtype=bool)
+    h5.attrs.update(attrs)
+    h5.attrs["param_labels"] = np.array(post.labels, dtype="S")
+    h5.attrs["conditions"] = np.array(post.conditions, dtype="S")
+    h5.attrs["filter_names"] = np.array(post.problem["filter_names"], dtype="S")
+    h5.attrs["flags"] = json.dumps(FLAGS)
+    h5.attrs["prior"] = json.dumps(post.problem["prior"])
+    return h5
+
+
+def _generator(seed, k):
+    state = np.random.SeedSequence([seed, k]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, overwrite=False,
+          quiet=False):
+    """Posterior samples for every row of ``source``, written to ``out``.
+
+    Parameters
+    ----------
+    ckpt : dict
+        The checkpoint (:func:`~prospect_sim.amortized.posterior.load_checkpoint`).
+    checkpoint : str
+        Its path (recorded in the output).
+    source : ObsSource or CatalogSource
+    out : str
+    opts : dict
+        Options (``n_draws``, ``infer_batch``, ``infer_seed``, ``summary_only``, ``min_ess``, ``device``).
+    reweighter : prospect_sim.amortized.importance.Reweighter, optional
+
+    Returns
+    -------
+    str
+        ``out``.
+    """
+    from tqdm.auto import tqdm
+
+    from .train import resolve_device
+    opts = {**options.DEFAULTS, **opts}
+    if os.path.exists(out) and resume and not overwrite:
+        return out  # already complete
+    check_writable(out, {"resume": resume, "overwrite": overwrite}, "posterior file")
+    if opts["n_draws"] < 1 or opts["infer_batch"] < 1:
+        raise UsageError(f"--n_draws {opts['n_draws']} and --infer_batch {opts['infer_batch']} "
+                         "must be positive")
+    post = AmortizedPosterior.from_checkpoint(ckpt, device=resolve_device(opts["device"]))
+    n_rows, rows = source.n_rows, int(opts["infer_batch"])
+    n_batches = max(1, -(-n_rows // rows))
+    part = out + ".part"
+    h5 = _open_output(part, post, n_rows, opts, checkpoint, source.name, n_batches,
+                      resume, reweighter is not None)
+    try:
+        done = h5["batches_done"][:]
+        bar = tqdm(total=n_rows, initial=int(min(done.sum() * rows, n_rows)), disable=quiet,
+                   unit="obj", desc="infer")
+        for k in np.flatnonzero(~done):
+            start, stop = k * rows, min((k + 1) * rows, n_rows)
+            _infer_batch(h5, post, source, start, stop, opts, reweighter,
+                         _generator(int(opts["infer_seed"]), int(k)))
+            h5["batches_done"][k] = True
+            h5.flush()
+            bar.update(stop - start)
+        bar.close()
+        n_flag = int(np.count_nonzero(h5["flags"][:] & _UNUSABLE))
+        if n_flag:
+            log.warning("%d of %d objects could not be used (flags in %s)", n_flag, n_rows, out)
+    finally:
+        h5.close()
+    os.replace(part, out)
+    return out
+
+
+def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen):
+    flux, unc, missing, cond, flags = source.read(start, stop)
+    good = (flags & _UNUSABLE) == 0
+    n, d = int(opts["n_draws"]), len(post.labels)
+    samples = np.full((stop - start, n, d), np.nan)
+    quant = np.full((3, stop - start, d), np.nan)
+    if good.any():
+        f, u, m = np.nan_to_num(flux[good]), np.nan_to_num(unc[good]), missing[good]
+        c = cond[good] if cond is not None else None
+        theta, log_q = post.sample(f, u, m, c, n, generator=gen)
+        samples[good] = theta
+        if reweighter is not None:
+            full = np.empty(theta.shape[:2] + (len(post.problem["theta_labels"]),))
+            full[..., post.inferred_index] = theta
+            if c is not None:
+                full[..., post.condition_index] = c[:, None, :]
+            from .importance import ess, weighted_quantiles
+            log_w = reweighter.log_weights(full, log_q, f, u, m)
+            e = ess(log_w)
+            quant[:, good] = weighted_quantiles(theta, log_w, [0.16, 0.5, 0.84])
+            lw = np.full((stop - start, n), np.nan)
+            lw[good] = log_w
+            es = np.full(stop - start, np.nan)
+            es[good] = e
+            h5["log_weights"][start:stop] = lw
+            h5["ess"][start:stop] = es
+            low = np.zeros(stop - start, bool)
+            low[good] = e < float(opts["min_ess"])
+            flags = flags | np.where(low, FLAGS["low_ess"], 0).astype(np.uint8)
+        else:
+            quant[:, good] = np.quantile(theta, [0.16, 0.5, 0.84], axis=1)
+    if "samples" in h5:
+        h5["samples"][start:stop] = samples.astype(np.float32)
+    h5["p16"][start:stop] = quant[0]
+    h5["median"][start:stop] = quant[1]
+    h5["p84"][start:stop] = quant[2]
+    h5["flags"][start:stop] = flags

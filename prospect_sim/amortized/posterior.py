@@ -1,0 +1,164 @@
+"""A trained amortised posterior and its self-contained checkpoint.
+
+:class:`AmortizedPosterior` bundles what turns an observation into posterior
+samples in parameter space: feature scaler, flow, prior bijection, plus the
+problem description (parameter and filter names, priors, conditions) and the
+noise model the network was trained with. A checkpoint (``.pt``) holds only
+plain Python types and tensors, so ``torch.load(weights_only=True)`` reads it.
+
+>>> import numpy as np, torch
+>>> from prospect_sim.amortized.noise import FixedNoise
+>>> post = AmortizedPosterior.new(
+...     problem={"theta_labels": ["a", "b"], "filter_names": ["f1", "f2"],
+...              "prior": {"a": {"bounds": [0, 1]}, "b": {"bounds": [-1, 1]}}},
+...     conditions=["b"], noise=FixedNoise([1e-10, 1e-10]),
+...     flow_options=dict(flow="nsf", hidden=8, transforms=1, bins=4, embedding="8", embed_dim=4))
+>>> theta, log_q = post.sample(np.ones((3, 2)) * 1e-9, np.ones((3, 2)) * 1e-10,
+...                            np.zeros((3, 2), bool), np.zeros((3, 1)), 7)
+>>> theta.shape, log_q.shape, bool(((theta >= 0) & (theta <= 1)).all())
+((3, 7, 1), (3, 7), True)
+"""
+
+import os
+
+import numpy as np
+import torch
+
+from . import noise as noise_mod
+from .features import FeatureScaler
+from .flows import PosteriorFlow, build_flow_from_options
+from .transforms import PriorBijection
+
+__all__ = ["AmortizedPosterior", "load_checkpoint", "save_checkpoint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "prospect_sim.amortized/1"
+
+
+def save_checkpoint(obj, path):
+    """``torch.save`` to a temporary name in the same folder, then rename."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, error=ValueError):
+    """The checkpoint dict at ``path``; ``error`` (an exception type) if unusable."""
+    if not os.path.exists(path):
+        raise error(f"no trained model at {path!r}: run the param file with --train first, "
+                    "or name a checkpoint with --checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt or foreign file
+        raise error(f"{path!r} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise error(f"{path!r} is not a prospect_sim amortised-posterior checkpoint "
+                    f"(format {ckpt.get('format') if isinstance(ckpt, dict) else None!r}, "
+                    f"expected {CHECKPOINT_FORMAT!r})")
+    return ckpt
+
+
+class AmortizedPosterior:
+    """Observation -> posterior samples in parameter space.
+
+    Build with :meth:`new` (before training) or :meth:`from_checkpoint`.
+
+    Attributes
+    ----------
+    problem : dict
+        ``theta_labels``, ``filter_names``, ``prior`` of the simulation.
+    conditions : list of str
+    labels : list of str
+        Inferred parameters, in theta order.
+    net : PosteriorFlow
+    bijection : PriorBijection
+    scaler : FeatureScaler
+    noise : prospect_sim.amortized.noise.NoiseModel
+    """
+
+    def __init__(self, problem, conditions, noise, net, bijection, scaler):
+        self.problem = problem
+        self.conditions = list(conditions)
+        self.labels = [t for t in problem["theta_labels"] if t not in self.conditions]
+        self.inferred_index = [problem["theta_labels"].index(t) for t in self.labels]
+        self.condition_index = [problem["theta_labels"].index(t) for t in self.conditions]
+        self.noise = noise
+        self.net = net
+        self.bijection = bijection
+        self.scaler = scaler
+
+    @classmethod
+    def new(cls, problem, conditions, noise, flow_options, seed=0):
+        """An untrained posterior; network initialisation seeded by ``seed``."""
+        labels = [t for t in problem["theta_labels"] if t not in conditions]
+        bounds = np.array([problem["prior"].get(t, {}).get("bounds", [-np.inf, np.inf])
+                           for t in labels], dtype=float).reshape(len(labels), 2)
+        scaler = FeatureScaler(noise.typical_sigma(), n_conditions=len(conditions))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_flow_from_options(len(labels), scaler.n_features, flow_options)
+        return cls(problem, conditions, noise, net, PriorBijection(bounds[:, 0], bounds[:, 1]),
+                   scaler)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt, best=True, device="cpu"):
+        """Rebuild from a checkpoint dict (or path); ``best`` picks the best weights."""
+        if isinstance(ckpt, (str, os.PathLike)):
+            ckpt = load_checkpoint(str(ckpt))
+        net = PosteriorFlow(**ckpt["flow_config"])
+        state = ckpt["best_model_state"] if best and ckpt.get("best_model_state") else \
+            ckpt["model_state"]
+        net.load_state_dict(state)
+        net.eval().to(device)
+        b = ckpt["bijection"]
+        return cls(ckpt["problem"], ckpt["conditions"], noise_mod.from_config(ckpt["noise"]), net,
+                   PriorBijection(b["lower"], b["upper"], b["loc"], b["scale"]),
+                   FeatureScaler.from_config(ckpt["features"]))
+
+    def state(self):
+        """The problem/feature/noise/bijection part of a checkpoint (plain types)."""
+        b = self.bijection
+        return {"format": CHECKPOINT_FORMAT, "problem": self.problem,
+                "conditions": self.conditions, "labels": self.labels,
+                "noise": self.noise.to_config(), "features": self.scaler.to_config(),
+                "flow_config": self.net.config,
+                "bijection": {k: getattr(b, k).tolist() for k in ("lower", "upper", "loc", "scale")}}
+
+    @property
+    def device(self):
+        return next(self.net.parameters()).device
+
+    def features(self, flux, unc, missing, conditions=None):
+        """Standardised network input (N, F) as a tensor on the network's device."""
+        x = self.scaler(flux, unc, missing, conditions)
+        return torch.from_numpy(x).to(self.device)
+
+    def log_prob(self, theta, x):
+        """:math:`\\log q(\\theta \\mid x)` in parameter space (N,), theta (N, D)."""
+        u = self.bijection(theta)
+        return self.net.log_prob(u.float(), x) + self.bijection.log_abs_det_jacobian(theta)
+
+    @torch.no_grad()
+    def sample(self, flux, unc, missing, conditions, n, generator=None):
+        """Posterior draws for N observations.
+
+        Parameters
+        ----------
+        flux, unc : (N, B) array, maggies
+        missing : (N, B) bool array
+        conditions : (N, C) array or None
+        n : int
+            Draws per observation.
+        generator : torch.Generator, optional
+
+        Returns
+        -------
+        theta : (N, n, D) float64 array, inside the prior bounds
+        log_q : (N, n) float64 array, :math:`\\log q(\\theta \\mid x)` in parameter space
+        """
+        self.net.eval()
+        x = self.features(flux, unc, missing, conditions)
+        u, log_q = self.net.sample(x, n, generator=generator)
+        u = u.cpu().double()
+        theta = self.bijection.inverse(u)
+        log_q = log_q.cpu().double() + self.bijection.log_abs_det_jacobian(theta)
+        return theta.transpose(0, 1).numpy(), log_q.transpose(0, 1).numpy()

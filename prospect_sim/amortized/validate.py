@@ -1,0 +1,153 @@
+"""``--validate``: calibration of a trained posterior on held-out simulations.
+
+Uses the rows the checkpoint held out of training and validation (the last
+``--n_test`` usable rows of its simulation file); with a different simulation
+file of the same problem, every usable row is held out. Each simulation gets
+noise from the checkpoint's noise model (a fixed generator), ``--validate_draws``
+posterior draws, and the diagnostics of :mod:`.diagnostics`.
+
+Writes beside the checkpoint (regenerated on every run; they are derived
+from the checkpoint and the simulation file):
+
+- ``<stem>_validation.json``: coverage per level and parameter, its largest
+  deviation, SBC rank histograms, TARP curve, counts, files used;
+- ``<stem>_coverage.csv``: level, then one coverage column per parameter;
+- ``<stem>_coverage.png``, ``_ranks.png``, ``_tarp.png``, ``_corner.png``.
+"""
+
+import json
+import logging
+import os
+
+import numpy as np
+import torch
+
+from ..errors import InferenceError
+from . import diagnostics, options, spec
+from ._paths import path_for
+from .data import SimulationData
+from .posterior import AmortizedPosterior, load_checkpoint
+
+__all__ = ["run", "validate", "report_paths"]
+
+log = logging.getLogger(__name__)
+
+_TEST_STREAM = 2 ** 31 - 3
+
+
+def report_paths(checkpoint):
+    stem = os.path.splitext(checkpoint)[0]
+    return {k: f"{stem}_{k}" for k in ("validation.json", "coverage.csv", "coverage.png",
+                                       "ranks.png", "tarp.png", "corner.png")}
+
+
+def run(ingredients, pool=None):
+    """The ``--validate`` mode: returns the JSON report path."""
+    rp = ingredients.run_params
+    opts = {k: options.get(rp, k) for k in options.DEFAULTS}
+    checkpoint = path_for(rp, "flow")
+    ckpt = load_checkpoint(checkpoint, InferenceError)
+    diff = spec.differences(spec.model_problem(ingredients.model, ingredients.obs),
+                            ckpt["problem"], what=f"checkpoint {checkpoint!r}")
+    if diff:
+        raise InferenceError("the checkpoint was trained for another param file: "
+                             + "; ".join(diff))
+    return validate(checkpoint, path_for(rp, "sims"), opts, quiet=bool(rp.get("quiet")))
+
+
+def _held_out(data, ckpt, n):
+    """(start, stop) of held-out rows in ``data``."""
+    if data.identity == ckpt["simfile"]["identity"]:
+        lo, hi = ckpt["simfile"]["split"]["test"]
+        if hi <= lo:
+            log.warning("the checkpoint held out no test rows; validating on its "
+                        "validation rows (used for early stopping)")
+            lo, hi = ckpt["simfile"]["split"]["val"]
+        return lo, hi
+    return 0, data.n_rows
+
+
+def validate(checkpoint, simfile, opts, quiet=False):
+    """Compute and write the calibration report; returns the JSON path."""
+    from tqdm.auto import tqdm
+    opts = {**options.DEFAULTS, **opts}
+    ckpt = load_checkpoint(checkpoint, InferenceError)
+    post = AmortizedPosterior.from_checkpoint(ckpt)
+    n_draws, n_max = int(opts["validate_draws"]), int(opts["n_validate"])
+    seed = int(ckpt["options"].get("train_seed", 0))
+    rng = np.random.default_rng([seed, _TEST_STREAM])
+    gen = torch.Generator().manual_seed(seed)
+    with SimulationData(simfile, val_fraction=0.1, n_test=0) as data:
+        found = {"theta_labels": data.theta_labels, "filter_names": data.filter_names,
+                 "prior": data.prior}
+        diff = spec.differences(ckpt["problem"], found, what=f"simulation file {simfile!r}")
+        if diff:
+            raise InferenceError("the simulation file does not match the checkpoint: "
+                                 + "; ".join(diff))
+        lo, hi = _held_out(data, ckpt, n_max)
+        truths, ranks, samples_all = [], [], []
+        first = None
+        bar = tqdm(total=n_max, disable=quiet, unit="sim", desc="validate")
+        for start in range(lo, hi, 512):
+            theta, phot = data.read(start, min(start + 512, hi))
+            left = n_max - sum(len(t) for t in truths)
+            theta, phot = theta[:left], phot[:left]
+            if not len(theta):
+                break
+            flux, unc, missing = post.noise.sample(phot, rng)
+            cond = theta[:, post.condition_index] if post.conditions else None
+            truth = theta[:, post.inferred_index]
+            for s in range(0, len(truth), 128):
+                sl = slice(s, s + 128)
+                draws, _ = post.sample(flux[sl], unc[sl], missing[sl],
+                                       None if cond is None else cond[sl], n_draws, gen)
+                ranks.append(diagnostics.sbc_ranks(draws, truth[sl]))
+                samples_all.append(draws[:, :: max(1, n_draws // 200)])  # thinned, for TARP
+                if first is None:
+                    first = (draws[0], truth[0])
+            truths.append(truth)
+            bar.update(len(truth))
+        bar.close()
+    if not truths:
+        raise InferenceError(f"no held-out simulations in {simfile!r}; simulate more or train "
+                             "with --n_test > 0")
+    truth = np.concatenate(truths)
+    ranks = np.concatenate(ranks)
+    thinned = np.concatenate(samples_all)
+    levels = diagnostics.LEVELS
+    cov = diagnostics.coverage(ranks, n_draws, levels)
+    bounds = np.array([ckpt["problem"]["prior"][t]["bounds"] for t in post.labels], dtype=float)
+    alphas, ecp = diagnostics.tarp(thinned, truth, bounds[:, 0], bounds[:, 1],
+                                   np.random.default_rng([seed, _TEST_STREAM, 1]))
+    paths = report_paths(checkpoint)
+    hist_edges = np.linspace(0, n_draws + 1, 21)
+    report = {
+        "checkpoint": os.path.abspath(checkpoint), "simfile": os.path.abspath(simfile),
+        "rows": [int(lo), int(hi)], "n_objects": int(len(truth)), "n_draws": n_draws,
+        "param_labels": post.labels, "levels": levels.tolist(),
+        "coverage": {lab: cov[:, j].tolist() for j, lab in enumerate(post.labels)},
+        "max_coverage_error": {lab: float(np.max(np.abs(cov[:, j] - levels)))
+                               for j, lab in enumerate(post.labels)},
+        "sbc_rank_histograms": {lab: np.histogram(ranks[:, j], hist_edges)[0].tolist()
+                                for j, lab in enumerate(post.labels)},
+        "tarp": {"alpha": alphas.tolist(), "ecp": ecp.tolist(),
+                 "max_error": float(np.max(np.abs(ecp - alphas)))},
+    }
+    _write_text(paths["validation.json"], json.dumps(report, indent=1))
+    lines = ["level," + ",".join(post.labels)]
+    lines += [f"{a:.2f}," + ",".join(f"{c:.4f}" for c in row) for a, row in zip(levels, cov)]
+    _write_text(paths["coverage.csv"], "\n".join(lines) + "\n")
+    diagnostics.plot_coverage(levels, cov, post.labels, paths["coverage.png"], len(truth))
+    diagnostics.plot_ranks(ranks, n_draws, post.labels, paths["ranks.png"])
+    diagnostics.plot_tarp(alphas, ecp, paths["tarp.png"])
+    diagnostics.plot_corner(first[0], post.labels, paths["corner.png"], truth=first[1],
+                            title="held-out simulation 0")
+    log.info("coverage: largest deviation %s", report["max_coverage_error"])
+    return paths["validation.json"]
+
+
+def _write_text(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,329 @@
+"""Classical fits: ``--dynesty``, ``--emcee``, ``--optimize`` through Prospector.
+
+The posterior is Prospector's own ``prospect.fitting.lnprobfn`` on the
+ingredients of the parameter file, and results are written with
+``prospect.io.write_results.write_hdf5``, so
+``prospect.io.read_results.results_from(path, dangerous=False)`` reads them
+back (chain, weights, lnprobability, obs, model parameters, run_params).
+
+- ``--emcee`` and ``--optimize`` run ``prospect.fitting.fit_model`` with the
+  pool (``queue_size=pool.size``). ``--restart_from FILE`` continues an emcee
+  chain from its last walker positions (read without executing stored code).
+- ``--dynesty`` runs dynesty's ``DynamicNestedSampler`` with exactly the
+  options, likelihood, stopping and weight functions of Prospector's
+  ``run_dynesty_sampler``, but through dynesty's ``run_nested`` so that
+  dynesty's own checkpointing (``BASE_dynesty_checkpoint.pkl``, every
+  ``--checkpoint_every`` seconds) lets ``--resume`` continue an interrupted
+  run. ``--optimize --dynesty`` optimises first, as Prospector does.
+
+Beyond Prospector, the ``sampling`` group also holds derived quantities per
+sample (read back as top-level keys of the results dict): ``mfrac``
+(surviving / formed stellar mass), ``total_mass`` (Msun formed) and
+``stellar_mass`` (surviving stellar mass, Msun = ``total_mass * mfrac``).
+
+Prospector 1.4.1 quirks handled here: ``write_hdf5`` cannot store the
+optimizer results (a unicode dtype h5py rejects), so they are written with a
+byte-string message field under the same name; ``fit_model``'s emcee restart
+path calls ``restart_emcee_sampler`` without importing it.
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import outputs
+from . import pool as _pool
+from .errors import FitError
+
+__all__ = ["run", "fit_kind", "DERIVED"]
+
+log = logging.getLogger(__name__)
+
+#: Derived quantities stored per sample in the ``sampling`` group.
+DERIVED = ("mfrac", "total_mass", "stellar_mass")
+
+#: run_params keys that fit_model takes as positional arguments or that we set.
+_NOT_FIT_KWARGS = ("obs", "model", "sps", "noise", "lnprobfn", "pool", "queue_size",
+                   "optimize", "emcee", "dynesty", "hfile", "initial_positions")
+
+
+def fit_kind(run_params):
+    """``"dynesty"``, ``"emcee"`` or ``"optimize"``: the output this fit writes."""
+    for kind in ("dynesty", "emcee", "optimize"):
+        if run_params.get(kind):
+            return kind
+    raise FitError("no fitter selected; pass --dynesty, --emcee or --optimize")
+
+
+def run(ingredients, pool):
+    """Fit the obs of ``ingredients`` and write Prospector's results HDF5.
+
+    Parameters
+    ----------
+    ingredients : prospect_sim.paramfile.Ingredients
+    pool : SerialPool or ProcessPool or MPIWorkPool
+        Likelihood calls are spread over it (``queue_size = pool.size``).
+
+    Returns
+    -------
+    str
+        Path of the results file (``outputs.path_for(run_params, kind)``).
+    """
+    rp = ingredients.run_params
+    kind = fit_kind(rp)
+    path = outputs.path_for(rp, kind)
+    outputs.check_writable(path, rp, resumable=(kind == "dynesty"))
+    workpool = pool if getattr(pool, "size", 1) > 1 else None
+    fit_kwargs = {k: v for k, v in rp.items() if k not in _NOT_FIT_KWARGS}
+    fit_kwargs.update(pool=workpool, queue_size=getattr(pool, "size", 1))
+    if rp.get("quiet"):
+        fit_kwargs.update(verbose=False, print_progress=False)
+    # Prospector's emcee and minimizer draw from numpy's global generator.
+    np.random.seed(rp.get("seed", 0))
+
+    if kind == "dynesty":
+        checkpoint = outputs.path_for(rp, "dynesty_checkpoint")
+        if rp.get("resume") and Path(path).exists() and not Path(checkpoint).exists():
+            log.info("%s is complete and there is nothing to resume", path)
+            return path
+        if Path(checkpoint).exists() and not (rp.get("resume") or rp.get("overwrite")):
+            raise FitError(f"found {checkpoint} from an interrupted dynesty run; pass "
+                           f"--resume to continue it or --overwrite to start again")
+
+    optres, topt = None, 0.0
+    initial_center = []
+    if kind == "emcee":
+        _fix_prospector_restart()
+        if rp.get("restart_from"):
+            fit_kwargs["initial_positions"] = _restart_positions(rp["restart_from"],
+                                                                  ingredients.model)
+        out = _fit_model(ingredients, optimize=bool(rp.get("optimize")), emcee=True,
+                         **fit_kwargs)
+        optres, topt = out["optimization"]
+        sampler, tsample = out["sampling"]
+        initial_center = ingredients.model.theta.copy()
+    else:
+        if rp.get("optimize"):
+            out = _fit_model(ingredients, optimize=True, **fit_kwargs)
+            optres, topt = out["optimization"]
+        sampler, tsample = None, 0.0
+        if kind == "dynesty":
+            sampler, tsample = _run_dynesty(ingredients, workpool, checkpoint, rp, fit_kwargs)
+
+    _write(path, ingredients, sampler, optres, tsample, topt, pool, initial_center)
+    if kind == "dynesty" and Path(checkpoint).exists():
+        os.remove(checkpoint)
+    return path
+
+
+def _fit_model(ingredients, optimize=False, emcee=False, **kwargs):
+    from prospect.fitting import fit_model, lnprobfn
+    ing = ingredients
+    return fit_model(ing.obs, ing.model, ing.sps, ing.noise, lnprobfn=lnprobfn,
+                     optimize=optimize, emcee=emcee, dynesty=False, **kwargs)
+
+
+def _fix_prospector_restart():
+    """prospect 1.4.1's fit_model calls restart_emcee_sampler without importing it."""
+    import prospect.fitting.fitting as pff
+    if not hasattr(pff, "restart_emcee_sampler"):
+        from prospect.fitting.ensemble import restart_emcee_sampler
+        pff.restart_emcee_sampler = restart_emcee_sampler
+
+
+def _restart_positions(restart_from, model):
+    """Last walker positions of a previous emcee results file (no stored code is run)."""
+    from prospect.io.read_results import results_from
+    if not Path(restart_from).is_file():
+        raise FitError(f"--restart_from {restart_from}: no such file; give the "
+                       f"BASE_emcee.h5 of a previous --emcee run")
+    try:
+        res, _, _ = results_from(restart_from, dangerous=False)
+        chain = np.asarray(res["chain"])
+    except (OSError, KeyError) as err:
+        raise FitError(f"--restart_from {restart_from}: cannot read an emcee chain "
+                       f"({type(err).__name__}: {err})") from err
+    if chain.ndim != 3 or chain.shape[-1] != model.ndim:
+        raise FitError(f"--restart_from {restart_from}: chain of shape {chain.shape}; "
+                       f"expected an emcee chain (nwalkers, niter, {model.ndim}) for "
+                       f"parameters {list(model.theta_labels())}")
+    return chain[:, -1, :].copy()
+
+
+# --- dynesty ----------------------------------------------------------------
+
+class _LnProb:
+    """Prospector's ``lnprobfn(theta, nested=True)`` on this process's ingredients.
+
+    Pickles to a few bytes (dynesty sends it with every task and saves it in
+    every checkpoint); it resolves obs, model, sps and noise in the process
+    that calls it.
+    """
+
+    def __call__(self, theta):
+        from prospect.fitting import lnprobfn
+        ing = _pool.ingredients()
+        return lnprobfn(theta, obs=ing.obs, model=ing.model, sps=ing.sps,
+                        noise=ing.noise, nested=True)
+
+
+class _PriorTransform:
+    """``model.prior_transform(u)`` of this process's model (pickles to a few bytes)."""
+
+    def __call__(self, u):
+        return _pool.ingredients().model.prior_transform(u)
+
+
+def _run_dynesty(ingredients, workpool, checkpoint, rp, kw):
+    """Prospector's ``run_dynesty_sampler`` options through dynesty's ``run_nested``."""
+    import dynesty
+    from dynesty.dynamicsampler import stopping_function, weight_function
+    from dynesty.dynamicsampler import DynamicSamplerStatesEnum
+    queue_size = kw["queue_size"]
+    resume = bool(rp.get("resume")) and Path(checkpoint).exists()
+    if resume:
+        log.info("resuming dynesty from %s", checkpoint)
+        try:
+            sampler = dynesty.DynamicNestedSampler.restore(checkpoint, pool=workpool)
+        except Exception as err:
+            raise FitError(f"cannot restore dynesty checkpoint {checkpoint} "
+                           f"({type(err).__name__}: {err}); pass --overwrite to start "
+                           f"again") from err
+        for s in (sampler, getattr(sampler, "sampler", None),
+                  getattr(sampler, "batch_sampler", None)):
+            if s is not None:
+                s.queue_size = queue_size
+        if sampler.internal_state == DynamicSamplerStatesEnum.RUN_DONE:
+            return sampler.results, 0.0
+    else:
+        if Path(checkpoint).exists():
+            os.remove(checkpoint)      # --overwrite: start again
+        sampler = dynesty.DynamicNestedSampler(
+            _LnProb(), _PriorTransform(), ingredients.model.ndim,
+            bound=kw.get("nested_bound", "multi"),
+            sample=kw.get("nested_sample", "unif"),
+            walks=kw.get("nested_walks", 25),
+            bootstrap=kw.get("nested_bootstrap", 0),
+            update_interval=kw.get("nested_update_interval", 0.6),
+            pool=workpool, queue_size=queue_size, use_pool=kw.get("use_pool", {}),
+            rstate=np.random.default_rng(rp.get("seed", 0)))
+    t0 = time.time()
+    sampler.run_nested(
+        nlive_init=kw.get("nested_nlive_init", 100),
+        dlogz_init=kw.get("nested_dlogz_init", 0.02),
+        maxcall_init=kw.get("nested_maxcall_init"),
+        maxiter_init=kw.get("nested_maxiter_init"),
+        nlive_batch=kw.get("nested_nlive_batch", 100),
+        maxbatch=kw.get("nested_maxbatch"),
+        maxiter_batch=kw.get("nested_maxiter_batch"),
+        maxcall_batch=kw.get("nested_maxcall_batch"),
+        maxcall=kw.get("nested_maxcall"),
+        maxiter=kw.get("nested_maxiter"),
+        use_stop=kw.get("nested_use_stop", True),
+        wt_function=weight_function,
+        wt_kwargs=kw.get("nested_weight_kwargs", {"pfrac": 1.0}),
+        stop_function=stopping_function,
+        stop_kwargs={"target_n_effective": kw.get("nested_target_n_effective", 10000)},
+        save_bounds=False,
+        print_progress=bool(kw.get("print_progress", True)),
+        checkpoint_file=checkpoint,
+        checkpoint_every=float(rp.get("checkpoint_every") or 60.0),
+        resume=resume)
+    return sampler.results, time.time() - t0
+
+
+# --- derived quantities and writing -------------------------------------------
+
+def _derived_for_theta(theta):
+    """(mfrac, total mass formed [Msun], surviving stellar mass [Msun]) at ``theta``."""
+    ing = _pool.ingredients()
+    model = ing.model
+    try:
+        _, _, mfrac = model.predict(np.asarray(theta), obs=ing.obs, sps=ing.sps)
+    except ValueError:
+        return (np.nan, np.nan, np.nan)
+    mfrac = float(np.squeeze(mfrac)) if np.size(mfrac) == 1 else np.nan
+    if "mass" not in model.params:
+        return (mfrac, np.nan, np.nan)
+    total = float(np.sum(model.params["mass"]))
+    return (mfrac, total, total * mfrac)
+
+
+def derived_quantities(chain, pool):
+    """Derived quantities for every sample of ``chain`` (shape ``(..., ndim)``).
+
+    Returns
+    -------
+    dict
+        ``{name: array of chain.shape[:-1]}`` for each name in :data:`DERIVED`.
+    """
+    chain = np.asarray(chain)
+    flat = chain.reshape(-1, chain.shape[-1])
+    values = np.array(pool.map(_derived_for_theta, list(flat)), dtype=float).reshape(-1, 3)
+    return {name: values[:, i].reshape(chain.shape[:-1]) for i, name in enumerate(DERIVED)}
+
+
+def _optimizer_table(results):
+    """prospect's ``optresultlist_to_ndarray`` with a byte-string message h5py can store."""
+    npar, nout = len(results[0].x), np.size(results[0].fun)
+    dtype = np.dtype([("success", bool), ("message", "S100"), ("nfev", int),
+                      ("x", (float, npar)), ("fun", (float, nout))])
+    out = np.zeros(len(results), dtype=dtype)
+    for i, r in enumerate(results):
+        out[i]["success"] = bool(r.success)
+        out[i]["message"] = str(r.message).encode("ascii", "replace")[:100]
+        out[i]["nfev"] = int(r.nfev)
+        out[i]["x"] = r.x
+        out[i]["fun"] = np.reshape(r.fun, nout)
+    return out
+
+
+def _json_safe(run_params):
+    safe = {}
+    for key, value in run_params.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            value = repr(value)
+        safe[key] = value
+    return safe
+
+
+def _write(path, ingredients, sampler, optres, tsample, topt, pool, initial_center):
+    import h5py
+    from prospect.io.write_results import write_hdf5
+    from . import __version__
+    ing = ingredients
+    run_params = _json_safe(ing.run_params)
+    chain = None
+    if sampler is not None:
+        chain = sampler["samples"] if not hasattr(sampler, "acceptance_fraction") \
+            else sampler.chain
+    log.info("computing derived quantities (stellar mass) for the samples")
+    derived = derived_quantities(chain, pool) if chain is not None else None
+    opt_derived = None
+    if optres:
+        opt_derived = derived_quantities(np.array([r.x for r in optres]), pool)
+    with outputs.atomic_path(path) as tmp:
+        write_hdf5(tmp, run_params, ing.model, ing.obs, sampler=sampler,
+                   optimize_result_list=None, tsample=tsample, toptimize=topt,
+                   sampling_initial_center=initial_center, sps=ing.sps)
+        with h5py.File(tmp, "a") as hf:
+            sdat = hf.require_group("sampling")
+            if derived is not None:
+                for name, values in derived.items():
+                    sdat.create_dataset(name, data=values)
+                sdat.attrs["derived_labels"] = json.dumps(list(DERIVED))
+            if optres:
+                odat = hf.require_group("optimization")
+                odat.create_dataset("optimizer_results", data=_optimizer_table(optres))
+                for name, values in opt_derived.items():
+                    odat.create_dataset(name, data=values)
+            hf.attrs["prospect_sim_version"] = json.dumps(__version__)
+            hf.attrs["prospect_sim_pool"] = json.dumps(
+                {"kind": getattr(pool, "kind", "serial"), "size": getattr(pool, "size", 1)})
+    log.info("wrote %s", path)

@@ -1,0 +1,162 @@
+"""Where every mode writes, and how it writes without losing anything.
+
+``--outfile BASE`` (default: the parameter file's name without ``.py``, in
+the current directory) names every output; :func:`path_for` appends a suffix
+per kind of output:
+
+=====================  ==========================================
+kind                   path
+=====================  ==========================================
+``sims``               ``BASE_sims.h5`` (``--simfile`` overrides)
+``dynesty``            ``BASE_dynesty.h5``
+``dynesty_checkpoint`` ``BASE_dynesty_checkpoint.pkl``
+``emcee``              ``BASE_emcee.h5``
+``optimize``           ``BASE_optimize.h5``
+``flow``               ``BASE_flow.pt`` (``--checkpoint`` overrides)
+``posterior``          ``BASE_posterior.h5``
+=====================  ==========================================
+
+An existing output is never replaced silently (:func:`check_writable`), and a
+whole file is written under a temporary name in the same folder and renamed
+only once it is complete (:func:`atomic_path`), so an interrupted run leaves
+either the old file or nothing, never half a file under the final name.
+"""
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+
+from .errors import UsageError
+
+__all__ = ["KINDS", "base_for", "path_for", "check_writable", "require_existing",
+           "atomic_path"]
+
+#: Suffix of each kind of output, appended to the ``--outfile`` base.
+KINDS = {
+    "sims": "_sims.h5",
+    "dynesty": "_dynesty.h5",
+    "dynesty_checkpoint": "_dynesty_checkpoint.pkl",
+    "emcee": "_emcee.h5",
+    "optimize": "_optimize.h5",
+    "flow": "_flow.pt",
+    "posterior": "_posterior.h5",
+}
+
+#: Kinds whose path a dedicated flag overrides (flag name in ``run_params``).
+_OVERRIDES = {"sims": "simfile", "flow": "checkpoint"}
+
+
+def base_for(run_params):
+    """The base name of every output: ``--outfile`` or the parameter file's stem.
+
+    Parameters
+    ----------
+    run_params : dict
+        Parsed command line; reads ``outfile`` and ``param_file``.
+
+    Returns
+    -------
+    str
+        ``--outfile`` when given, else the parameter file's name without
+        ``.py`` (in the current directory), else ``"prospect_sim"``.
+    """
+    outfile = run_params.get("outfile")
+    if outfile:
+        return str(outfile)
+    param_file = run_params.get("param_file")
+    if param_file:
+        return Path(param_file).stem
+    return "prospect_sim"
+
+
+def path_for(run_params, kind):
+    """Path of the output of one kind (table in the module docstring).
+
+    >>> path_for({"outfile": "out/gal", "simfile": None}, "dynesty")
+    'out/gal_dynesty.h5'
+    >>> path_for({"outfile": "out/gal", "simfile": "big.h5"}, "sims")
+    'big.h5'
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown output kind {kind!r}; expected one of {sorted(KINDS)}")
+    override = _OVERRIDES.get(kind)
+    if override and run_params.get(override):
+        return str(run_params[override])
+    return base_for(run_params) + KINDS[kind]
+
+
+def check_writable(path, run_params, resumable=True):
+    """Refuse to replace an existing output unless asked to.
+
+    Parameters
+    ----------
+    path : str
+        The output about to be written.
+    run_params : dict
+        Reads ``overwrite`` and ``resume``.
+    resumable : bool
+        Whether this output can be continued with ``--resume``; if not,
+        ``--resume`` does not allow replacing it.
+
+    Raises
+    ------
+    UsageError
+        When ``path`` exists without ``--overwrite`` (or ``--resume`` for a
+        resumable output), or when its folder does not exist.
+    """
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {path}: folder {folder}/ does not exist; "
+                         f"create it or choose another --outfile")
+    if not Path(path).exists():
+        return
+    if run_params.get("overwrite"):
+        return
+    if resumable and run_params.get("resume"):
+        return
+    how = "--overwrite to replace it or --resume to continue it" if resumable \
+        else "--overwrite to replace it"
+    raise UsageError(f"output {path} already exists; pass {how}, "
+                     f"or choose another --outfile")
+
+
+def require_existing(path, flag, what):
+    """Raise :class:`UsageError` naming ``flag`` when an input file is missing.
+
+    Parameters
+    ----------
+    path : str
+        The input file.
+    flag : str
+        The flag that sets it, e.g. ``"--simfile"``.
+    what : str
+        What the file is and which mode makes it, for the message.
+    """
+    if not Path(path).is_file():
+        raise UsageError(f"{what} {path} does not exist; give the right file with "
+                         f"{flag} or make it first")
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    The temporary name is in the same folder (so the rename is atomic) and is
+    removed if the body raises, leaving any previous ``path`` untouched.
+
+    >>> import tempfile
+    >>> final = Path(tempfile.mkdtemp()) / "x.txt"
+    >>> with atomic_path(final) as tmp:
+    ...     _ = Path(tmp).write_text("done")
+    >>> final.read_text()
+    'done'
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield str(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

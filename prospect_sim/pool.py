@@ -1,0 +1,441 @@
+"""Where the work runs: MPI ranks, local processes, or this process.
+
+:func:`open_pool` picks, in order:
+
+1. schwimmbad's ``MPIPool`` when the program was launched by ``mpiexec`` /
+   ``mpirun`` with more than one rank (rank 0 is the master; the other ranks
+   build their ingredients, serve tasks and exit, never returning);
+2. local worker processes for ``--workers N`` with N > 1;
+3. serial otherwise.
+
+``build()`` is called once in every process, and the result is what
+:func:`ingredients` returns there. Tasks are small: heavy objects (sps, model,
+obs, noise) are never pickled into them. When a task function or argument
+refers to this process's ingredients (as Prospector's ``functools.partial(
+lnprobfn, obs=obs, model=model, sps=sps)`` and dynesty's bound
+``model.prior_transform`` do), the pickler replaces them by a persistent id
+("model", "sps", ...) that the receiving process resolves to the ingredients
+it built itself. A builder must therefore be deterministic given
+``run_params`` (as in Prospector's own MPI recipe).
+
+A task that raises in a worker comes back as an error record; the master
+raises :class:`~prospect_sim.errors.WorkerError` with the worker's message,
+and every rank stops with a non-zero status. mpi4py is imported only when an
+MPI launcher is detected.
+"""
+
+import collections
+import contextlib
+import io
+import logging
+import os
+import pickle
+import sys
+import traceback
+
+from .errors import ProspectSimError, WorkerError
+
+__all__ = ["open_pool", "ingredients", "mpi_launched", "launcher_rank", "SerialPool", "ProcessPool",
+           "MPIWorkPool", "dumps_task"]
+
+log = logging.getLogger(__name__)
+
+#: Environment variables set by MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm).
+_MPI_ENV = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK",
+            "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD")
+
+# --- this process's ingredients ---------------------------------------------
+
+_INGREDIENTS = None
+_BUILD_ERROR = None
+_PERSISTENT = {}          # id(object) -> name, for the pickler
+_WORKER_EXIT_STATUS = 0   # what a non-master MPI rank exits with
+
+
+def ingredients():
+    """The :class:`~prospect_sim.paramfile.Ingredients` built in this process.
+
+    Raises
+    ------
+    RuntimeError
+        Outside a pool (nothing was built in this process).
+    """
+    if _INGREDIENTS is None:
+        raise RuntimeError("no ingredients were built in this process; "
+                           "call it inside prospect_sim.pool.open_pool(...)")
+    return _INGREDIENTS
+
+
+def _set_ingredients(ing):
+    global _INGREDIENTS
+    _INGREDIENTS = ing
+    _PERSISTENT.clear()
+    if ing is None:
+        return
+    named = {"ingredients": ing, "obs": ing.obs, "model": ing.model, "sps": ing.sps,
+             "noise": ing.noise, "obs_noise": ing.obs_noise}
+    if ing.noise is not None:
+        named.update({"spec_noise": ing.noise[0], "phot_noise": ing.noise[1]})
+    for name, obj in named.items():
+        if obj is not None:
+            _PERSISTENT.setdefault(id(obj), name)
+
+
+def _resolve(name):
+    ing = ingredients()
+    if name == "ingredients":
+        return ing
+    if name == "spec_noise":
+        return ing.noise[0]
+    if name == "phot_noise":
+        return ing.noise[1]
+    return getattr(ing, name)
+
+
+class _TaskPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return _PERSISTENT.get(id(obj))
+
+
+class _TaskUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid):
+        return _resolve(pid)
+
+
+def dumps_task(obj):
+    """Pickle ``obj`` with this process's ingredients replaced by their names.
+
+    >>> import pickle
+    >>> len(dumps_task((abs, -1))) < 100
+    True
+    """
+    buf = io.BytesIO()
+    _TaskPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+def _loads_task(blob):
+    return _TaskUnpickler(io.BytesIO(blob)).load()
+
+
+def _run_task(payload):
+    """Worker side of every task: resolve, call, and report errors as data."""
+    func_blob, arg_blob = payload
+    try:
+        if _BUILD_ERROR is not None:
+            return ("error", _BUILD_ERROR)
+        func = _loads_task(func_blob)
+        arg = _loads_task(arg_blob)
+        return ("ok", func(arg))
+    except BaseException as err:  # noqa: BLE001 - reported to the master, never swallowed
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        return ("error", _error_text(err))
+
+
+def _error_text(err):
+    name = type(err).__name__
+    msg = str(err) if isinstance(err, ProspectSimError) else f"{name}: {err}"
+    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    return (msg, tb)
+
+
+def _unwrap(results, where):
+    out = []
+    for status, value in results:
+        if status != "ok":
+            msg, tb = value
+            log.debug("worker traceback:\n%s", tb)
+            raise WorkerError(f"a worker ({where}) failed: {msg}")
+        out.append(value)
+    return out
+
+
+def _payloads(func, tasks):
+    func_blob = dumps_task(func)
+    for task in tasks:
+        yield (func_blob, dumps_task(task))
+
+
+# --- pools ------------------------------------------------------------------
+
+def _no_pool():
+    return None
+
+
+class _Pool:
+    """What every pool shares: it pickles to ``None``.
+
+    dynesty keeps the pool inside its likelihood wrapper, which it sends with
+    every task and saves in every checkpoint; a worker needs no pool of its own.
+    """
+
+    def __reduce__(self):
+        return (_no_pool, ())
+
+
+class SerialPool(_Pool):
+    """Everything in this process. ``size`` is 1."""
+
+    kind = "serial"
+    size = 1
+
+    def map(self, func, tasks):
+        """Ordered list of ``func(task)``."""
+        return [func(task) for task in tasks]
+
+    def imap_unordered(self, func, tasks):
+        """Iterator over ``func(task)``, one at a time."""
+        for task in tasks:
+            yield func(task)
+
+    def close(self):
+        pass
+
+
+def _process_initializer(build):
+    global _BUILD_ERROR
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _set_ingredients(build())
+    except Exception as err:  # reported by the first task this worker gets
+        _BUILD_ERROR = _error_text(err)
+
+
+def _build_ok(_):
+    return "built"
+
+
+class ProcessPool(_Pool):
+    """``--workers N`` local processes (forked; each builds its own ingredients).
+
+    Parameters
+    ----------
+    processes : int
+        Number of worker processes.
+    build : callable
+        Returns this process's ingredients; called once in each worker.
+    """
+
+    kind = "processes"
+
+    def __init__(self, processes, build):
+        import multiprocessing
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self.size = int(processes)
+        self._pool = ctx.Pool(self.size, initializer=_process_initializer, initargs=(build,))
+        try:
+            # every worker reports a failed build with the first task it gets
+            self.map(_build_ok, range(self.size))
+        except BaseException:
+            self.terminate()
+            raise
+
+    def map(self, func, tasks):
+        """Ordered list of ``func(task)`` computed by the workers."""
+        return _unwrap(self._pool.map(_run_task, list(_payloads(func, tasks)), chunksize=1),
+                       "local process")
+
+    def imap_unordered(self, func, tasks):
+        """Results as they are ready, at most ``2 * size`` tasks in flight."""
+        window = collections.deque()
+        payloads = _payloads(func, tasks)
+        for payload in payloads:
+            window.append(self._pool.apply_async(_run_task, (payload,)))
+            if len(window) >= 2 * self.size:
+                yield _unwrap([window.popleft().get()], "local process")[0]
+        while window:
+            yield _unwrap([window.popleft().get()], "local process")[0]
+
+    def close(self):
+        self._pool.close()
+        self._pool.join()
+
+    def terminate(self):
+        self._pool.terminate()
+        self._pool.join()
+
+
+def _set_worker_exit_status(status):
+    global _WORKER_EXIT_STATUS
+    _WORKER_EXIT_STATUS = int(status)
+    return status
+
+
+class MPIWorkPool(_Pool):
+    """The master's side of schwimmbad's ``MPIPool`` (rank 0; ``size`` = ranks - 1)."""
+
+    kind = "mpi"
+
+    def __init__(self, pool):
+        self._pool = pool
+        self.size = pool.size
+
+    @property
+    def comm(self):
+        return self._pool.comm
+
+    def map(self, func, tasks):
+        """Ordered list of ``func(task)`` computed by the other ranks."""
+        return _unwrap(self._pool.map(_run_task, list(_payloads(func, tasks))), "MPI rank")
+
+    def imap_unordered(self, func, tasks):
+        """Results as they arrive, one task in flight per rank (bounded memory)."""
+        from mpi4py import MPI
+        comm = self.comm
+        free = sorted(self._pool.workers)
+        busy = 0
+        error = None
+        payloads = _payloads(func, tasks)
+        try:
+            while True:
+                while free and error is None:
+                    payload = next(payloads, None)
+                    if payload is None:
+                        break
+                    comm.send((_run_task, payload), dest=free.pop(), tag=0)
+                    busy += 1
+                if busy == 0:
+                    break
+                status = MPI.Status()
+                result = comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
+                busy -= 1
+                free.append(status.source)
+                if result[0] != "ok":
+                    error = error or result
+                    continue
+                if error is None:
+                    yield result[1]
+        finally:
+            # drain what is still in flight so that no stale reply is left behind
+            while busy:
+                comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG)
+                busy -= 1
+        if error is not None:
+            _unwrap([error], "MPI rank")
+
+    def set_worker_exit_status(self, status):
+        """Tell every other rank which status to exit with once it is released."""
+        from mpi4py import MPI
+        comm = self.comm
+        for worker in sorted(self._pool.workers):
+            comm.send((_set_worker_exit_status, status), dest=worker, tag=0)
+        for _ in self._pool.workers:
+            comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG)
+
+    def close(self):
+        self._pool.close()
+        # schwimmbad registers close() again at exit; a second round of stop
+        # messages to ranks that are gone makes MPICH exit with status 9.
+        self._pool.workers = set()
+
+
+# --- choosing and opening ---------------------------------------------------
+
+def mpi_launched():
+    """Whether an MPI launcher started this process (checked without importing mpi4py)."""
+    return any(os.environ.get(v) for v in _MPI_ENV)
+
+
+def launcher_rank():
+    """This process's MPI rank as the launcher set it (0 when not under MPI)."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        value = os.environ.get(var)
+        if value is not None and value.isdigit():
+            return int(value)
+    return 0
+
+
+def _exit_status(err):
+    if err is None:
+        return 0
+    return 2 if isinstance(err, ProspectSimError) else 1
+
+
+@contextlib.contextmanager
+def open_pool(run_params, build):
+    """Open the pool this run asks for and build the ingredients in every process.
+
+    Parameters
+    ----------
+    run_params : dict
+        Reads ``workers`` (local processes when > 1).
+    build : callable
+        ``build() -> Ingredients`` for the calling process.
+
+    Yields
+    ------
+    SerialPool or ProcessPool or MPIWorkPool
+        With ``size``, ``map(func, tasks)`` and ``imap_unordered(func, tasks)``.
+        Non-master MPI ranks never get here: they serve and exit.
+    """
+    if mpi_launched():
+        from mpi4py import MPI
+        if MPI.COMM_WORLD.Get_size() > 1:
+            with _open_mpi(build) as pool:
+                yield pool
+            return
+    workers = int(run_params.get("workers") or 1)
+    _set_ingredients(build())
+    try:
+        if workers > 1:
+            pool = ProcessPool(workers, build)
+            try:
+                yield pool
+            except BaseException:
+                pool.terminate()
+                raise
+            else:
+                pool.close()
+        else:
+            yield SerialPool()
+    finally:
+        _set_ingredients(None)
+
+
+@contextlib.contextmanager
+def _open_mpi(build):
+    global _BUILD_ERROR
+    from mpi4py import MPI
+    from schwimmbad import MPIPool
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    error = None
+    try:
+        _set_ingredients(build())
+    except Exception as err:  # every rank learns about it below
+        error = err
+        _BUILD_ERROR = _error_text(err)
+    # one collective step: every rank knows whether every rank could build
+    statuses = comm.allgather(None if error is None else
+                              (_error_text(error)[0], _exit_status(error)))
+    failed = [(r, s) for r, s in enumerate(statuses) if s is not None]
+    if failed:
+        if rank != 0:
+            sys.exit(max(s[1] for _, s in failed))
+        if error is not None:
+            raise error
+        r, (msg, _) = failed[0]
+        raise WorkerError(f"MPI rank {r} failed to build its ingredients: {msg}")
+
+    if rank != 0:
+        try:
+            MPIPool(comm)          # serves until the master closes, then sys.exit(0)
+        except SystemExit:
+            pass
+        sys.stdout.flush()
+        sys.exit(_WORKER_EXIT_STATUS)
+
+    pool = MPIWorkPool(MPIPool(comm))
+    log.info("MPI pool: master + %d worker ranks", pool.size)
+    try:
+        yield pool
+    except BaseException as err:
+        with contextlib.suppress(Exception):
+            pool.set_worker_exit_status(_exit_status(err) or 1)
+        raise
+    finally:
+        pool.close()
+        _set_ingredients(None)

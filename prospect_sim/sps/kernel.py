@@ -1,0 +1,132 @@
+"""The vectorised physics: N parameter sets in, N rest-frame spectra out.
+
+:class:`SpectralKernel` sums SSP spectra with SFH weights
+(:mod:`~prospect_sim.sps.sfh`), interpolates linearly in log Z between the
+two bracketing grid metallicities (FSPS ``zcontinuous=1``), attenuates by
+dust (:mod:`~prospect_sim.sps.dust`) and the IGM (:mod:`~prospect_sim.sps.igm`).
+It works on any wavelength sampling of the library: the native one for
+Prospector's per-object interface, a coarse log-lambda one for the batched
+photometry (:mod:`~prospect_sim.sps.photometry`); the physics is the same code.
+"""
+
+import numpy as np
+
+from . import sfh as _sfh
+from .dust import birth_cloud_tau, diffuse_tau
+from .igm import LYMAN_WAVE, igm_transmission
+
+__all__ = ["SpectralKernel"]
+
+
+class SpectralKernel:
+    """Composite rest-frame spectra from an SSP grid.
+
+    Parameters
+    ----------
+    library : SSPLibrary
+        Ages, metallicities and surviving mass fractions.
+    wave : ndarray of shape (W,) or None
+        Rest-frame Angstrom of ``spectra``; None for the library's own.
+    spectra : ndarray of shape (Z, A, W) or None
+        SSP spectra on ``wave`` (Lsun/Hz per Msun formed, float32); None for
+        the library's own.
+    """
+
+    def __init__(self, library, wave=None, spectra=None):
+        self.library = library
+        self.ages = library.ages
+        self.edges = _sfh.bin_edges(library.ages)
+        self.logzsol = library.logzsol
+        self.ssp_mfrac = library.mfrac
+        self.wave = library.wavelengths if wave is None else np.asarray(wave, dtype=float)
+        self.ssp = library.spectra if spectra is None else np.ascontiguousarray(
+            spectra, dtype=np.float32)
+        self._n_lya = int(np.searchsorted(self.wave, LYMAN_WAVE[0], side="right"))
+
+    # -- weights ---------------------------------------------------------
+    def metallicity_weights(self, logzsol):
+        """Lower grid index (N,) and weight of the upper one (N,), linear in log Z."""
+        grid = self.logzsol
+        lo = np.clip(np.searchsorted(grid, logzsol, side="right") - 1, 0, len(grid) - 2)
+        frac = (logzsol - grid[lo]) / (grid[lo + 1] - grid[lo])
+        return lo, np.clip(frac, 0.0, 1.0)
+
+    def age_weights(self, batch, need_young=None):
+        """Mass-formed weights per SSP age (N, A) and their young part (or None)."""
+        if need_young is None:
+            need_young = bool(np.any(batch.dust1 > 0))
+        t_young = 10**batch.dust_tesc if need_young else None
+        return _sfh.ssp_weights(batch.sfh, self.ages, self.edges, tage=batch.tage,
+                                tau=batch.tau, agebins=getattr(batch, "agebins", None),
+                                bin_mass=getattr(batch, "bin_mass", None), t_young=t_young)
+
+    def surviving_fraction(self, weights, zlo, zfrac):
+        """Surviving stellar mass per mass formed, (N,)."""
+        m = self.ssp_mfrac
+        per_age = (1.0 - zfrac)[:, None] * m[zlo] + zfrac[:, None] * m[zlo + 1]
+        return np.einsum("na,na->n", weights, per_age)
+
+    # -- spectra ---------------------------------------------------------
+    def _sum_ssps(self, weights, zlo, zfrac, n_age=None):
+        """sum_a w_a [(1 - f) L_lo,a + f L_hi,a] as float32 (N, W)."""
+        n_age = weights.shape[1] if n_age is None else n_age
+        out = np.empty((len(weights), self.ssp.shape[2]), dtype=np.float32)
+        for k in np.unique(zlo):
+            rows = np.nonzero(zlo == k)[0]
+            w = weights[rows, :n_age].astype(np.float32)
+            f = zfrac[rows, None].astype(np.float32)
+            if n_age == self.ssp.shape[1]:
+                w2 = np.concatenate([w * (1 - f), w * f], axis=1)
+                out[rows] = w2 @ self.ssp[k:k + 2].reshape(2 * n_age, -1)
+            else:
+                out[rows] = (w * (1 - f)) @ self.ssp[k, :n_age] + (w * f) @ self.ssp[k + 1, :n_age]
+        return out
+
+    def stellar(self, batch):
+        """Dust-free pieces: (total, young or None, mfrac, weights).
+
+        ``total`` and ``young`` are float32 (N, W) in Lsun/Hz per Msun formed.
+        """
+        zlo, zfrac = self.metallicity_weights(batch.logzsol)
+        weights, young_w = self.age_weights(batch)
+        total = self._sum_ssps(weights, zlo, zfrac)
+        young = None
+        if young_w is not None:
+            n_age = int(np.max(np.nonzero(young_w.any(axis=0))[0], initial=-1)) + 1
+            if n_age > 0:
+                young = self._sum_ssps(young_w, zlo, zfrac, n_age=n_age)
+        return total, young, self.surviving_fraction(weights, zlo, zfrac), weights
+
+    def attenuation(self, batch, wave=None):
+        """Diffuse (N, W) and birth-cloud (N, W) transmissions (the latter None if dust1 == 0)."""
+        wave = self.wave if wave is None else wave
+        diffuse = np.exp(-diffuse_tau(batch.dust_type, wave, batch.dust2, batch.dust_index))
+        birth = None
+        if np.any(batch.dust1 > 0):
+            birth = np.exp(-birth_cloud_tau(wave, batch.dust1, batch.dust1_index))
+        return diffuse, birth
+
+    def spectra(self, batch):
+        """Rest-frame spectra with dust and IGM.
+
+        Parameters
+        ----------
+        batch : Batch
+
+        Returns
+        -------
+        spec : ndarray of shape (N, W)
+            Lsun/Hz per Msun formed, rest frame, on ``self.wave``.
+        mfrac : ndarray of shape (N,)
+            Surviving stellar mass / mass formed.
+        """
+        total, young, mfrac, _ = self.stellar(batch)
+        spec = total.astype(float)
+        diffuse, birth = self.attenuation(batch)
+        if young is not None and birth is not None:
+            spec += young * (birth - 1.0)
+        spec *= diffuse
+        if batch.igm and np.any(batch.zred > 0) and self._n_lya > 0:
+            n = self._n_lya
+            spec[:, :n] *= igm_transmission(self.wave[:n], batch.zred, batch.igm_factor)
+        return spec, mfrac

@@ -1,0 +1,83 @@
+"""Noise models: shapes, statistics, missing bands, config round trip, pickling."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from prospect_sim.amortized import noise
+
+
+def _models():
+    rng = np.random.default_rng(1)
+    cat_flux = [10 ** rng.uniform(-11, -8, 500) for _ in range(3)]
+    cat_unc = [1e-11 + 0.05 * f for f in cat_flux]
+    return [
+        noise.FixedNoise([1e-10, 2e-10, 3e-10]),
+        noise.FixedNoise([1e-10, 2e-10, 3e-10], scatter=0.1, p_missing=[0.0, 0.2, 0.5]),
+        noise.DepthNoise([24.0, 23.5, 23.0], nsigma=5, floor=0.02, depth_scatter=0.2),
+        noise.EmpiricalNoise(cat_flux, cat_unc, k=10, p_missing=0.1),
+    ]
+
+
+@pytest.mark.parametrize("model", _models(), ids=lambda m: m.kind)
+def test_shapes_and_missing(model):
+    phot = np.full((2000, 3), 1e-9)
+    flux, unc, missing = model.sample(phot, np.random.default_rng(0))
+    assert flux.shape == unc.shape == missing.shape == (2000, 3)
+    assert np.all(unc[~missing] > 0)
+    assert np.all(flux[missing] == 0) and np.all(unc[missing] == 0)
+    assert not missing.all(axis=1).any()  # every object keeps a band
+
+
+@pytest.mark.parametrize("model", _models(), ids=lambda m: m.kind)
+def test_config_and_pickle_round_trip(model):
+    again = noise.from_config(model.to_config())
+    assert again == model
+    assert pickle.loads(pickle.dumps(model)) == model
+    phot = np.full((5, 3), 1e-9)
+    a = model.sample(phot, np.random.default_rng(3))
+    b = again.sample(phot, np.random.default_rng(3))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_fixed_noise_statistics():
+    # 20,000 draws: the sample std of eps is within 2% of 1 (about 7 sigma of its error)
+    m = noise.FixedNoise([1e-10, 1e-9])
+    phot = np.full((20000, 2), 5e-9)
+    flux, unc, _ = m.sample(phot, np.random.default_rng(0))
+    np.testing.assert_allclose(((flux - phot) / unc).std(0), 1, atol=0.02)
+    np.testing.assert_allclose(unc[0], [1e-10, 1e-9])
+
+
+def test_depth_noise_formula():
+    m = noise.DepthNoise([22.5], nsigma=5, floor=0.1)
+    sig = m.sigma(np.array([[1e-8], [0.0]]), np.random.default_rng(0))
+    sky = 10 ** (-0.4 * 22.5) / 5
+    np.testing.assert_allclose(sig[:, 0], [np.hypot(sky, 1e-9), sky])
+
+
+def test_missing_probability():
+    m = noise.FixedNoise([1.0, 1.0, 1.0], p_missing=[0.0, 0.3, 0.6])
+    _, _, missing = m.sample(np.zeros((20000, 3)), np.random.default_rng(0))
+    # 20,000 Bernoulli draws: error 0.0035; 0.02 is > 5 sigma
+    np.testing.assert_allclose(missing.mean(0), [0.0, 0.3, 0.6], atol=0.02)
+
+
+def test_empirical_follows_catalogue_relation():
+    f = np.logspace(-11, -8, 1000)
+    m = noise.EmpiricalNoise([f], [0.1 * f], k=5)
+    sig = m.sigma(np.array([[1e-10], [1e-9]]), np.random.default_rng(0))
+    np.testing.assert_allclose(sig[:, 0], [1e-11, 1e-10], rtol=0.05)
+
+
+def test_default_noise_from_obs_and_bad_input():
+    m = noise.default_noise({"maggies_unc": np.array([1e-10, np.nan, 3e-10])})
+    np.testing.assert_allclose(m.unc, [1e-10, 2e-10, 3e-10])
+    with pytest.raises(ValueError, match="build_obs_noise"):
+        noise.default_noise({"maggies_unc": np.array([np.nan, -1.0])})
+    with pytest.raises(ValueError, match="p_missing"):
+        noise.FixedNoise([1.0], p_missing=1.0)
+    with pytest.raises(ValueError, match="one value per band"):
+        noise.FixedNoise([1.0, 1.0], p_missing=[0.1, 0.1, 0.1])

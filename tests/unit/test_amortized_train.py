@@ -1,0 +1,107 @@
+"""Training: streaming data, resume identity, checkpoints and bad input."""
+
+import csv
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from prospect_sim.amortized.data import SimulationData
+from prospect_sim.amortized.posterior import AmortizedPosterior, load_checkpoint
+from prospect_sim.amortized.toy import LinearGaussianToy
+from prospect_sim.amortized.train import best_path, log_path, train
+from prospect_sim.errors import TrainingError, UsageError
+
+TINY = dict(epochs=2, batch_size=64, hidden=8, transforms=1, bins=4, embedding="8",
+            embed_dim=4, n_test=50, val_fraction=0.2, block_rows=100, shuffle_blocks=2,
+            validate_after_train=False)
+
+
+@pytest.fixture
+def toy():
+    return LinearGaussianToy()
+
+
+@pytest.fixture
+def simfile(toy, tmp_path):
+    return toy.write_simfile(str(tmp_path / "sims.h5"), 1000, n_bad=7, chunk_size=250)
+
+
+def test_data_streams_every_training_row_once(simfile):
+    with SimulationData(simfile, val_fraction=0.2, n_test=50, block_rows=64) as data:
+        assert data.n_dropped == 7 and data.n_nonfinite == 7
+        assert sum(data.counts.values()) == data.n_good == 993
+        seen = np.concatenate([t for t, _ in data.batches("train", 50, np.random.default_rng(0), 3)])
+        assert len(seen) == data.counts["train"]
+        assert len(np.unique(seen[:, 0])) == len(seen)  # no repeats
+        assert np.isfinite(seen).all()
+        again = np.concatenate([t for t, _ in data.batches("train", 50, np.random.default_rng(0), 3)])
+        np.testing.assert_array_equal(seen, again)  # the order depends only on the generator
+        val = np.concatenate([t for t, _ in data.batches("val", 50)])
+        assert len(val) == data.counts["val"]
+        assert not set(val[:, 0]) & set(seen[:, 0])
+
+
+def test_unfinished_chunks_are_skipped(simfile):
+    with h5py.File(simfile, "a") as h5:
+        h5["chunks_done"][3] = False
+        n_nan = int(np.isnan(h5["phot"][:750, 0]).sum())
+    with SimulationData(simfile) as data:
+        assert data.n_good == 750 - n_nan
+
+
+def test_resume_continues_exactly(toy, simfile, tmp_path):
+    a = str(tmp_path / "a.pt")
+    train(simfile, toy.problem, toy.noise, a, dict(TINY, epochs=2), quiet=True)
+    b = str(tmp_path / "b.pt")
+    train(simfile, toy.problem, toy.noise, b, dict(TINY, epochs=1), quiet=True)
+    assert load_checkpoint(b)["epoch"] == 1
+    train(simfile, toy.problem, toy.noise, b, dict(TINY, epochs=2), resume=True, quiet=True)
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    assert cb["epoch"] == 2
+    for key in ca["model_state"]:
+        torch.testing.assert_close(ca["model_state"][key], cb["model_state"][key], rtol=0, atol=0)
+    assert [r["val_loss"] for r in ca["history"]] == [r["val_loss"] for r in cb["history"]]
+    with open(log_path(b)) as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2]
+
+
+def test_checkpoint_is_self_contained(toy, simfile, tmp_path):
+    ck = str(tmp_path / "f.pt")
+    train(simfile, toy.problem, toy.noise, ck, dict(TINY, condition=["t1"]), quiet=True)
+    c = load_checkpoint(ck)
+    assert c["problem"]["theta_labels"] == ["t0", "t1"] and c["labels"] == ["t0"]
+    assert c["conditions"] == ["t1"] and c["problem"]["filter_names"] == toy.filter_names
+    assert c["noise"]["kind"] == "fixed" and len(c["features"]["mean"]) == 3 * 3 + 1
+    assert c["simfile"]["n_dropped"] == 7 and len(c["simfile"]["identity"]) == 64
+    best = load_checkpoint(best_path(ck))
+    post = AmortizedPosterior.from_checkpoint(best)
+    theta, _ = post.sample(np.full((2, 3), 1e-9), np.full((2, 3), 5e-11), np.zeros((2, 3), bool),
+                           np.full((2, 1), 0.5), 10)
+    assert theta.shape == (2, 10, 1)
+
+
+def test_existing_checkpoint_needs_overwrite_or_resume(toy, simfile, tmp_path):
+    ck = str(tmp_path / "f.pt")
+    train(simfile, toy.problem, toy.noise, ck, dict(TINY, epochs=1), quiet=True)
+    with pytest.raises(UsageError, match="--overwrite"):
+        train(simfile, toy.problem, toy.noise, ck, dict(TINY, epochs=1), quiet=True)
+    train(simfile, toy.problem, toy.noise, ck, dict(TINY, epochs=1), overwrite=True, quiet=True)
+
+
+def test_refuses_a_simulation_file_that_does_not_match(toy, simfile, tmp_path):
+    ck = str(tmp_path / "f.pt")
+    other = dict(toy.problem, filter_names=["band0", "band1", "sdss_r"])
+    with pytest.raises(TrainingError, match=r"filters: .*sdss_r"):
+        train(simfile, other, toy.noise, ck, TINY, quiet=True)
+    prior = json.loads(json.dumps(toy.problem["prior"]))
+    prior["t1"]["bounds"] = [0.0, 2.0]
+    prior["t1"]["params"]["maxi"] = 2.0
+    with pytest.raises(TrainingError, match=r"prior bounds of t1"):
+        train(simfile, dict(toy.problem, prior=prior), toy.noise, ck, TINY, quiet=True)
+    with pytest.raises(TrainingError, match="cannot open"):
+        train(str(tmp_path / "nope.h5"), toy.problem, toy.noise, ck, TINY, quiet=True)
+    with pytest.raises(UsageError, match="not a free parameter"):
+        train(simfile, toy.problem, toy.noise, ck, dict(TINY, condition=["zred"]), quiet=True)
