@@ -37,7 +37,7 @@ import numpy as np
 
 from . import outputs
 from . import pool as _pool
-from .errors import FitError
+from .errors import FitError, ProspectSimError
 
 __all__ = ["run", "fit_kind", "DERIVED"]
 
@@ -94,6 +94,13 @@ def run(ingredients, pool):
             raise FitError(f"found {checkpoint} from an interrupted dynesty run; pass "
                            f"--resume to continue it or --overwrite to start again")
 
+    if rp.get("optimize") and rp.get("min_method", "lm") == "lm":
+        ndata, ndim = int(ingredients.obs.get("ndof", 0)), ingredients.model.ndim
+        if ndata < ndim:
+            raise FitError(f"--optimize with --min_method lm (Levenberg-Marquardt) needs at "
+                           f"least as many data points as free parameters, got {ndata} "
+                           f"for {ndim}; pass --min_method powell")
+
     optres, topt = None, 0.0
     initial_center = []
     if kind == "emcee":
@@ -120,10 +127,25 @@ def run(ingredients, pool):
     return path
 
 
+def lnprobfn_for_fit(theta, negative=False, residuals=False, **kwargs):
+    """Prospector's ``lnprobfn``, except outside the prior when minimising.
+
+    prospect 1.4.1 returns ``-inf`` outside the prior *before* applying
+    ``negative=True``, so a scalar minimiser (``--min_method powell``) runs
+    off to parameters outside the prior; this returns ``+inf`` there instead.
+    Every other value is Prospector's, unchanged.
+    """
+    from prospect.fitting import lnprobfn
+    lnp = lnprobfn(theta, negative=negative, residuals=residuals, **kwargs)
+    if negative and not residuals and np.isneginf(lnp):
+        return np.inf
+    return lnp
+
+
 def _fit_model(ingredients, optimize=False, emcee=False, **kwargs):
-    from prospect.fitting import fit_model, lnprobfn
+    from prospect.fitting import fit_model
     ing = ingredients
-    return fit_model(ing.obs, ing.model, ing.sps, ing.noise, lnprobfn=lnprobfn,
+    return fit_model(ing.obs, ing.model, ing.sps, ing.noise, lnprobfn=lnprobfn_for_fit,
                      optimize=optimize, emcee=emcee, dynesty=False, **kwargs)
 
 
@@ -244,7 +266,7 @@ def _derived_for_theta(theta):
     model = ing.model
     try:
         _, _, mfrac = model.predict(np.asarray(theta), obs=ing.obs, sps=ing.sps)
-    except ValueError:
+    except (ValueError, ProspectSimError):     # e.g. an optimum outside the library
         return (np.nan, np.nan, np.nan)
     mfrac = float(np.squeeze(mfrac)) if np.size(mfrac) == 1 else np.nan
     if "mass" not in model.params:

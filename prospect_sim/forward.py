@@ -68,10 +68,14 @@ class _Plan:
         u = rng.uniform(0.02, 0.98, size=(_PROBE_ROWS, self.ndim))
         theta_rows = np.array([model.prior_transform(row) for row in u])
         for name, inds in self.free:
-            func = model.config_dict[name]["prior"].unit_transform
-            ok = _agrees(lambda: func(u[:, inds]), theta_rows[:, inds])
-            self.prior_steps.append((inds, func, ok))
-            if not ok:
+            prior = model.config_dict[name]["prior"]
+            step = (inds, prior.unit_transform, False)
+            for func in (_closed_form(prior), prior.unit_transform):
+                if func is not None and _agrees(lambda: func(u[:, inds]), theta_rows[:, inds]):
+                    step = (inds, func, True)
+                    break
+            self.prior_steps.append(step)
+            if not step[2]:
                 log.info("prior of %r does not vectorise; it is evaluated row by row", name)
         deps = [(name, info["depends_on"]) for name, info in model.config_dict.items()
                 if callable(info.get("depends_on", None))]
@@ -115,6 +119,28 @@ def _plan(model):
         return plan
     except TypeError:                  # a model without weak-reference support
         return _Plan(model)
+
+
+def _closed_form(prior):
+    """The inverse CDF of the commonest priors without scipy's per-call overhead.
+
+    Used only when it reproduces ``prior.unit_transform`` on the probe batch.
+    """
+    from prospect.models import priors
+    kind = type(prior)
+    params = getattr(prior, "params", {})
+    try:
+        if kind in (priors.TopHat, priors.Uniform):
+            lo = np.asarray(params["mini"], dtype=float)
+            scale = np.asarray(params["maxi"], dtype=float) - lo
+            return lambda x: x * scale + lo
+        if kind is priors.LogUniform:
+            log_lo = np.log(np.asarray(params["mini"], dtype=float))
+            log_range = np.log(np.asarray(params["maxi"], dtype=float)) - log_lo
+            return lambda x: np.exp(log_lo + x * log_range)
+    except KeyError:
+        return None
+    return None
 
 
 def _agrees(call, want):

@@ -31,6 +31,7 @@ import logging
 import os
 import pickle
 import sys
+import time
 import traceback
 
 from .errors import ProspectSimError, WorkerError
@@ -264,57 +265,114 @@ def _set_worker_exit_status(status):
     return status
 
 
+def _poll(comm, source):
+    """Wait for a message without spinning a core (MPICH's blocking calls busy-wait).
+
+    On a machine with as many ranks as cores, a master spinning in ``recv``
+    takes a core from the workers; a short, growing sleep between probes
+    (50 us up to 2 ms) costs at most that much latency per task.
+    """
+    from mpi4py import MPI
+    delay = 0.0
+    while not comm.Iprobe(source=source, tag=MPI.ANY_TAG):
+        time.sleep(delay)
+        delay = min(2e-3, 2 * delay or 5e-5)
+
+
+def _make_mpi_pool_class():
+    from schwimmbad import MPIPool
+
+    class _PoliteMPIPool(MPIPool):
+        """schwimmbad's MPIPool whose workers wait with :func:`_poll` (same protocol)."""
+
+        def wait(self, callback=None):
+            from mpi4py import MPI
+            if self.is_master():
+                return
+            status = MPI.Status()
+            while True:
+                _poll(self.comm, self.master)
+                task = self.comm.recv(source=self.master, tag=MPI.ANY_TAG, status=status)
+                if task is None:
+                    break
+                func, arg = task
+                self.comm.ssend(func(arg), self.master, status.tag)
+            if callback is not None:
+                callback()
+
+    return _PoliteMPIPool
+
+
 class MPIWorkPool(_Pool):
-    """The master's side of schwimmbad's ``MPIPool`` (rank 0; ``size`` = ranks - 1)."""
+    """The master's side of schwimmbad's ``MPIPool`` (rank 0; ``size`` = ranks - 1).
+
+    Tasks go out with schwimmbad's protocol (``(func, arg)`` tagged with a
+    slot number, answered with the same tag), at most ``per_worker`` per
+    rank at a time, so memory stays bounded whatever the number of tasks.
+    """
 
     kind = "mpi"
 
-    def __init__(self, pool):
+    def __init__(self, pool, per_worker=1):
         self._pool = pool
         self.size = pool.size
+        self._per_worker = per_worker
 
     @property
     def comm(self):
         return self._pool.comm
 
+    def _dispatch(self, func, tasks):
+        """Yield ``(index, result)`` as results arrive; raise WorkerError after draining."""
+        from mpi4py import MPI
+        comm = self.comm
+        slots = [w for w in sorted(self._pool.workers) for _ in range(self._per_worker)]
+        pending = {}                 # tag -> (task index, worker)
+        error = None
+        payloads = enumerate(_payloads(func, tasks))
+        free_tags = list(range(len(slots)))
+        try:
+            while True:
+                while slots and error is None:
+                    item = next(payloads, None)
+                    if item is None:
+                        break
+                    index, payload = item
+                    worker, tag = slots.pop(0), free_tags.pop()
+                    comm.send((_run_task, payload), dest=worker, tag=tag)
+                    pending[tag] = (index, worker)
+                if not pending:
+                    break
+                _poll(comm, MPI.ANY_SOURCE)
+                status = MPI.Status()
+                result = comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
+                index, worker = pending.pop(status.tag)
+                free_tags.append(status.tag)
+                slots.append(worker)
+                if result[0] != "ok":
+                    error = error or result
+                elif error is None:
+                    yield index, result[1]
+        finally:
+            while pending:           # never leave a reply behind for the next call
+                status = MPI.Status()
+                comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
+                pending.pop(status.tag, None)
+        if error is not None:
+            _unwrap([error], "MPI rank")
+
     def map(self, func, tasks):
         """Ordered list of ``func(task)`` computed by the other ranks."""
-        return _unwrap(self._pool.map(_run_task, list(_payloads(func, tasks))), "MPI rank")
+        tasks = list(tasks)
+        results = [None] * len(tasks)
+        for index, value in self._dispatch(func, tasks):
+            results[index] = value
+        return results
 
     def imap_unordered(self, func, tasks):
         """Results as they arrive, one task in flight per rank (bounded memory)."""
-        from mpi4py import MPI
-        comm = self.comm
-        free = sorted(self._pool.workers)
-        busy = 0
-        error = None
-        payloads = _payloads(func, tasks)
-        try:
-            while True:
-                while free and error is None:
-                    payload = next(payloads, None)
-                    if payload is None:
-                        break
-                    comm.send((_run_task, payload), dest=free.pop(), tag=0)
-                    busy += 1
-                if busy == 0:
-                    break
-                status = MPI.Status()
-                result = comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
-                busy -= 1
-                free.append(status.source)
-                if result[0] != "ok":
-                    error = error or result
-                    continue
-                if error is None:
-                    yield result[1]
-        finally:
-            # drain what is still in flight so that no stale reply is left behind
-            while busy:
-                comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG)
-                busy -= 1
-        if error is not None:
-            _unwrap([error], "MPI rank")
+        for _, value in self._dispatch(func, tasks):
+            yield value
 
     def set_worker_exit_status(self, status):
         """Tell every other rank which status to exit with once it is released."""
@@ -399,7 +457,7 @@ def open_pool(run_params, build):
 def _open_mpi(build):
     global _BUILD_ERROR
     from mpi4py import MPI
-    from schwimmbad import MPIPool
+    MPIPool = _make_mpi_pool_class()
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     error = None

@@ -250,7 +250,8 @@ def _open_store(path, settings, identity, ingredients, path_used):
                                  f"pass --n_samples {store.n_samples} or more")
             report = store.verify(repair=True)
             store.grow(settings.n_samples)
-            store.set_attrs(last_resumed=_now(), finished="")
+            if store.missing_chunks():
+                store.set_attrs(last_resumed=_now(), finished="")
             log.info("resuming %s: %d of %d chunks done", path, report["chunks_done"],
                      store.n_chunks)
         except BaseException:
@@ -275,6 +276,11 @@ def _open_store(path, settings, identity, ingredients, path_used):
         "created": _now(),
         "finished": "",
     })
+    width = model.ndim + len(ingredients.obs["filters"]) + len(forward.EXTRAS) + 0.125
+    log.info("creating %s: %s rows of %d parameters and %d bands (%s MB, allocated now "
+             "so that a full disk shows before any work)", path, f"{settings.n_samples:,}",
+             model.ndim, len(ingredients.obs["filters"]),
+             f"{settings.n_samples * width * 8 / 1e6:,.0f}")
     store = SimulationStore.create(
         path, theta_labels=model.theta_labels(),
         filter_names=_filter_names(ingredients.obs), extras=list(forward.EXTRAS),

@@ -131,7 +131,7 @@ class SimulationStore:
             raise StoreError(f"simulation file {self.path} does not exist; run "
                              "--simulate first or pass the right --simfile")
         try:
-            self._f = h5py.File(self.path, mode)
+            self._f = _open_h5(self.path, mode)
         except OSError as exc:
             raise _storage_error(self.path, f"open simulation file {self.path}", exc) from None
         try:
@@ -230,15 +230,15 @@ class SimulationStore:
 
     @property
     def n_samples(self):
-        return int(self._f.attrs["n_samples"])
+        return self._meta["n_samples"]
 
     @property
     def chunk_size(self):
-        return int(self._f.attrs["chunk_size"])
+        return self._meta["chunk_size"]
 
     @property
     def seed(self):
-        return int(self._f.attrs["seed"])
+        return self._meta["seed"]
 
     @property
     def n_chunks(self):
@@ -246,15 +246,15 @@ class SimulationStore:
 
     @property
     def theta_labels(self):
-        return _as_str_list(self._f.attrs["theta_labels"])
+        return list(self._meta["theta_labels"])
 
     @property
     def filter_names(self):
-        return _as_str_list(self._f.attrs["filter_names"])
+        return list(self._meta["filter_names"])
 
     @property
     def extras(self):
-        return [n for n in _as_str_list(self._f.attrs["extras"]) if n]
+        return list(self._meta["extras"])
 
     @property
     def prior(self):
@@ -276,7 +276,7 @@ class SimulationStore:
     @property
     def chunks_done(self):
         """(K,) bool: which chunks are complete."""
-        return self._f["chunks_done"][()].astype(bool)
+        return self._dsets["chunks_done"][()].astype(bool)
 
     def missing_chunks(self):
         """Ids of the chunks that are not done, in increasing order."""
@@ -329,16 +329,17 @@ class SimulationStore:
                   "valid": np.asarray(valid, dtype=bool)}
         for name in self.extras:
             arrays["extras/" + name] = np.asarray(extras[name], dtype=np.float64)
+        dsets = self._dsets
         for key, arr in arrays.items():
-            expected = (n,) + self._f[key].shape[1:]
+            expected = (n,) + self._meta["widths"][key]
             if arr.shape != expected:
                 raise StoreError(f"chunk {k}: {key} has shape {arr.shape}, expected {expected}")
         try:
             for key, arr in arrays.items():
-                self._f[key][rows] = arr
-            self._f["chunk_checksum"][k] = _checksum(arrays[key] for key in self._data_keys())
+                dsets[key][rows] = arr
+            dsets["chunk_checksum"][k] = _checksum(arrays[key] for key in self._data_keys())
             self._f.flush()
-            self._f["chunks_done"][k] = True
+            dsets["chunks_done"][k] = True
             self._f.flush()
         except (OSError, RuntimeError) as exc:
             raise _storage_error(self.path, f"write chunk {k} to {self.path} (completed "
@@ -364,7 +365,7 @@ class SimulationStore:
         done = self.chunks_done
         if old % self.chunk_size:
             done[-1] = False
-        sums = self._f["chunk_checksum"][()]
+        sums = self._dsets["chunk_checksum"][()]
         folder = os.path.dirname(os.path.abspath(self.path))
         try:
             fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(self.path) + "-",
@@ -386,7 +387,7 @@ class SimulationStore:
                 for k in np.flatnonzero(done):
                     rows = self.chunk_rows(k)
                     for key in self._data_keys():
-                        g[key][rows] = self._f[key][rows]
+                        g[key][rows] = self._dsets[key][rows]
                     g["chunk_checksum"][k] = sums[k]
                 g["chunks_done"][: len(done)] = done
         except (OSError, RuntimeError) as exc:
@@ -400,7 +401,7 @@ class SimulationStore:
         _default_mode(tmp)
         os.replace(tmp, self.path)
         try:
-            self._f = h5py.File(self.path, "r+")
+            self._f = _open_h5(self.path, "r+")
         except OSError as exc:
             raise _storage_error(self.path, f"reopen {self.path}", exc) from None
         self._check_structure()
@@ -419,6 +420,7 @@ class SimulationStore:
         return ["theta", "phot", "valid"] + ["extras/" + n for n in self.extras]
 
     def _check_structure(self):
+        """Check attributes and dataset shapes; cache what every write needs."""
         f, path = self._f, self.path
         missing = [a for a in _REQUIRED_ATTRS if a not in f.attrs]
         if missing:
@@ -430,6 +432,16 @@ class SimulationStore:
             raise StoreError(f"{path} has schema_version {version}; this prospect_sim "
                              f"reads version {SCHEMA_VERSION}; use a matching prospect_sim "
                              "or remake the file")
+        try:
+            self._meta = {"n_samples": int(f.attrs["n_samples"]),
+                          "chunk_size": int(f.attrs["chunk_size"]),
+                          "seed": int(f.attrs["seed"]),
+                          "theta_labels": _as_str_list(f.attrs["theta_labels"]),
+                          "filter_names": _as_str_list(f.attrs["filter_names"]),
+                          "extras": [n for n in _as_str_list(f.attrs["extras"]) if n]}
+        except (TypeError, ValueError, OSError) as exc:
+            raise StoreError(f"{path} has unreadable attributes ({exc}); the file is "
+                             "corrupt; rerun with --overwrite") from None
         D, B = len(self.theta_labels), len(self.filter_names)
         N, K = self.n_samples, self.n_chunks
         expected = {"theta": (N, D), "phot": (N, B), "valid": (N,),
@@ -445,6 +457,8 @@ class SimulationStore:
                 raise StoreError(f"{path}: /{key} has shape {actual} but the attributes "
                                  f"promise {shape}; the file is corrupt; rerun with "
                                  "--overwrite")
+        self._dsets = {key: f[key] for key in expected}
+        self._meta["widths"] = {key: shape[1:] for key, shape in expected.items()}
 
     def verify(self, repair=False):
         """Read every done chunk and check it against its checksum.
@@ -469,12 +483,12 @@ class SimulationStore:
         if repair:
             self._require_writable()
         done = self.chunks_done
-        sums = self._f["chunk_checksum"][()]
+        sums = self._dsets["chunk_checksum"][()]
         bad, invalid = [], 0
         for k in np.flatnonzero(done):
             rows = self.chunk_rows(k)
             try:
-                arrays = [self._f[key][rows] for key in self._data_keys()]
+                arrays = [self._dsets[key][rows] for key in self._data_keys()]
             except OSError as exc:
                 if not repair:
                     raise _storage_error(self.path, f"read chunk {k} of {self.path}",
@@ -491,7 +505,7 @@ class SimulationStore:
                              "or --overwrite to start again")
         if bad:
             for k in bad:
-                self._f["chunks_done"][k] = False
+                self._dsets["chunks_done"][k] = False
             self._f.flush()
             log.warning("%s: chunk(s) %s failed their checksum and will be recomputed",
                         self.path, _ranges(bad))
@@ -502,9 +516,25 @@ class SimulationStore:
 
 # ----------------------------------------------------------------------
 # helpers
+def _open_h5(path, mode):
+    # A writer writes whole storage chunks: HDF5's chunk cache would only add
+    # copies (and, through allocator fragmentation, tens of MB of memory that
+    # grow with the number of rows written).
+    return h5py.File(path, mode, rdcc_nbytes=0) if mode != "r" else h5py.File(path, mode)
+
+
 def _h5_chunk_rows(chunk_size, width):
-    rows = max(1, _H5_CHUNK_BYTES // (8 * max(1, width)))
-    return int(min(chunk_size, rows))
+    """Rows per HDF5 storage chunk: about 1 MB, and a divisor of ``chunk_size``
+    when one is close, so that every simulation chunk is whole storage chunks."""
+    limit = max(1, _H5_CHUNK_BYTES // (8 * max(1, width)))
+    if chunk_size <= limit:
+        return int(chunk_size)
+    divisors = set()
+    for d in range(1, int(chunk_size ** 0.5) + 1):
+        if chunk_size % d == 0:
+            divisors.update((d, chunk_size // d))
+    best = max(d for d in divisors if d <= limit)
+    return int(best if best >= limit // 4 else limit)
 
 
 def _write_layout(f, theta_labels, filter_names, extras, n_samples, chunk_size,

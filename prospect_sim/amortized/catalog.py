@@ -135,6 +135,8 @@ class Catalog:
     def _read_csv(self, start, stop):
         # sequential reads continue from where the last one stopped
         if self._csv_pos != start:
+            if getattr(self, "_csv_fh", None) is not None:
+                self._csv_fh.close()
             self._csv_fh = open(self.path, newline="")
             self._csv_reader = csv.reader(self._csv_fh)
             next(self._csv_reader)

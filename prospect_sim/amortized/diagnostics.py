@@ -28,7 +28,7 @@ True
 import numpy as np
 
 __all__ = ["sbc_ranks", "coverage", "tarp", "LEVELS", "plot_coverage", "plot_ranks",
-           "plot_tarp", "plot_corner"]
+           "plot_tarp", "plot_corner", "log_scaled"]
 
 #: Credibility levels reported by ``--validate``.
 LEVELS = np.round(np.arange(0.05, 0.951, 0.05), 2)
@@ -134,10 +134,24 @@ def plot_tarp(alphas, ecp, path):
     plt.close(fig)
 
 
-def plot_corner(samples, labels, path, truth=None, weights=None, title=None):
-    """A corner plot of draws (n, D), with the truth marked when given."""
+def log_scaled(prior, labels):
+    """Which parameters to show as log10: those with log-uniform priors."""
+    return [prior.get(lab, {}).get("distribution") == "LogUniform" for lab in labels]
+
+
+def plot_corner(samples, labels, path, truth=None, weights=None, title=None, log=None):
+    """A corner plot of draws (n, D), with the truth marked when given; parameters
+    flagged in ``log`` (D,) are shown as log10."""
     plt = _plt()
     d = samples.shape[1]
+    if log is not None and any(log):
+        log = np.asarray(log, bool)
+        samples = samples.copy()
+        samples[:, log] = np.log10(samples[:, log])
+        if truth is not None:
+            truth = np.array(truth, dtype=float)
+            truth[log] = np.log10(truth[log])
+        labels = [f"log10 {lab}" if lg else lab for lab, lg in zip(labels, log)]
     fig, axes = plt.subplots(d, d, figsize=(1.9 * d + 1, 1.9 * d + 1), squeeze=False)
     for i in range(d):
         for j in range(d):

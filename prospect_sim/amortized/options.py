@@ -31,7 +31,7 @@ DEFAULTS = dict(
     catalog=None, n_draws=1000, infer_batch=256, importance=False,
     min_ess=50.0, summary_only=False, infer_seed=0,
     # validation
-    n_validate=2000, validate_draws=1000,
+    n_validate=2000, validate_draws=500,
 )
 
 

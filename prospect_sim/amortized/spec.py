@@ -38,11 +38,20 @@ def _element(value, i, n):
 def describe_prior(model):
     """Per-element prior description of a Prospector model's free parameters.
 
+    The simulation file's own description (:func:`prospect_sim.forward.prior_description`)
+    when that module is importable, so the two compare exactly.
+
     Returns
     -------
     dict
         ``{theta_label: {"distribution", "params", "bounds"}}`` in theta order.
     """
+    try:
+        from ..forward import prior_description
+    except ImportError:
+        prior_description = None
+    if prior_description is not None:
+        return prior_description(model)
     labels = list(model.theta_labels())
     out = {}
     k = 0

@@ -22,7 +22,7 @@ import os
 import numpy as np
 import torch
 
-from ..errors import InferenceError
+from ..errors import InferenceError, UsageError
 from . import diagnostics, options, spec
 from ._paths import path_for
 from .data import SimulationData
@@ -74,6 +74,9 @@ def validate(checkpoint, simfile, opts, quiet=False):
     ckpt = load_checkpoint(checkpoint, InferenceError)
     post = AmortizedPosterior.from_checkpoint(ckpt)
     n_draws, n_max = int(opts["validate_draws"]), int(opts["n_validate"])
+    if n_draws < 10 or n_max < 1:
+        raise UsageError(f"--validate_draws {n_draws} (at least 10) and --n_validate {n_max} "
+                         "(at least 1)")
     seed = int(ckpt["options"].get("train_seed", 0))
     rng = np.random.default_rng([seed, _TEST_STREAM])
     gen = torch.Generator().manual_seed(seed)
@@ -103,8 +106,11 @@ def validate(checkpoint, simfile, opts, quiet=False):
                                        None if cond is None else cond[sl], n_draws, gen)
                 ranks.append(diagnostics.sbc_ranks(draws, truth[sl]))
                 samples_all.append(draws[:, :: max(1, n_draws // 200)])  # thinned, for TARP
-                if first is None:
-                    first = (draws[0], truth[0])
+                if first is None:  # the corner plot shows the highest-S/N object of the batch
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        snr = np.where(missing[sl], 0, flux[sl] / np.where(missing[sl], 1, unc[sl]))
+                    i = int(np.argmax(np.nansum(snr ** 2, axis=1)))
+                    first = (draws[i], truth[sl][i], float(np.sqrt(np.nansum(snr[i] ** 2))))
             truths.append(truth)
             bar.update(len(truth))
         bar.close()
@@ -141,7 +147,8 @@ def validate(checkpoint, simfile, opts, quiet=False):
     diagnostics.plot_ranks(ranks, n_draws, post.labels, paths["ranks.png"])
     diagnostics.plot_tarp(alphas, ecp, paths["tarp.png"])
     diagnostics.plot_corner(first[0], post.labels, paths["corner.png"], truth=first[1],
-                            title="held-out simulation 0")
+                            title=f"a held-out simulation (total S/N {first[2]:.0f})",
+                            log=diagnostics.log_scaled(ckpt["problem"]["prior"], post.labels))
     log.info("coverage: largest deviation %s", report["max_coverage_error"])
     return paths["validation.json"]
 

@@ -1,37 +1,47 @@
 """Batched broadband photometry: N parameter sets in, (N, B) maggies out.
 
 Photometry is linear in the SSP weights, and on a log-wavelength grid a
-redshift is a shift, so the kernel works on one lattice in ln(lambda) of
+redshift is a shift, so the kernel works on a lattice in ln(lambda) of
 spacing ``delta`` shared by the rest and observed frames:
 
-1. setup (once per filter set): every SSP spectrum is reduced, in each
-   lattice bin, to its mean ``a`` and first moment (slope) ``c`` -- exact
-   integrals of the native spectrum, piecewise linear between native
-   wavelengths -- so within bin ``i`` it is ``a_i + c_i t/delta`` for
-   ``t = ln(lambda) - y_i`` in [-delta/2, delta/2]; each filter is integrated
-   against ``1`` and ``t/delta`` over every lattice bin in the observed frame
-   (``F0``, ``F1``; at ``n_sub + 1`` sub-bin offsets), normalised as sedpy does.
-   The band flux is then ``sum_i D_i (a_i F0_i + c_i F1_i)``: exact when the
-   filter (times dust) is linear across a bin, so the error is second order
-   in ``delta`` (the filter's curvature within a bin) instead of first;
+1. setup (once per filter set):
+
+   - every SSP spectrum is reduced, in each lattice bin, to its first ``K``
+     Legendre coefficients ``c_q`` (exact integrals of the native spectrum,
+     taken as linear in ln(lambda) between native wavelengths), so within
+     bin ``i`` it is ``sum_q c_iq P_q(2 t/delta)``, ``t = ln(lambda) - y_i``;
+   - each filter is integrated against ``P_q(2 t/delta)`` over every lattice
+     bin in the observed frame (``F_q``, at ``n_sub + 1`` sub-bin offsets),
+     normalised as sedpy does.  The band flux is ``sum_i D_i sum_q c_iq F_iq``,
+     exact when the filter is a polynomial of degree < K across a bin, so
+     the error comes only from the filter's kinks within a bin;
+   - the filters' isolated outlier points (a table value far from the mean
+     of its neighbours, e.g. DECam ``i`` at 8480 AA and the telluric A band)
+     are split off as narrow triangles and integrated on their own small
+     lattice of ``fine_resolution``; the smooth remainder goes on the coarse one;
+
 2. per batch: SFH and metallicity weights (the same :class:`SpectralKernel`
-   code as the per-object path), objects sorted by redshift into groups that
-   share a window of rest-frame lattice bins; one float32 GEMM per group and
-   metallicity interval gives ``(a, c)`` of the stellar spectra on that
-   window (only over the ages that carry weight in the group); dust and IGM
-   multiply them at the bin centres; each object's window is gathered at its
-   redshift shift (integer part, plus linear interpolation between sub-bin
-   offsets for the fractional part) and one GEMM with ``(F0, F1)`` gives the
-   band fluxes;
+   code as the per-object path), in float32 with the linear-in-log-Z
+   interpolation folded in (``(N, 2, A)``); objects sorted by redshift into
+   groups of ``group`` lattice shifts that share a window of rest-frame
+   bins; per group and metallicity interval two float32 GEMMs
+   ``(n, A') x (A', K W)`` over the ages ``A'`` that carry weight in the
+   group give the stellar coefficients; the diffuse dust transmission (one
+   curve scaled by ``dust2`` when ``dust_index`` is shared), birth-cloud dust
+   and IGM multiply them at the bin centres; each object's window is taken
+   at its integer shift (a view, one GEMM with ``F`` per shift) and the
+   fractional shift interpolates linearly between sub-bin offsets;
+
 3. ``SpecModel.flux_norm`` factors: mass, (1+z), luminosity distance (WMAP9,
    tabulated in z), 10 pc at z=0.
 
 One lattice bin edge sits exactly at Ly-alpha (1215.67 AA rest) so the IGM
-step there is not smeared.  With the default ``resolution=250`` (ln-lambda
-bins of 4e-3) the result agrees with ``SpecModel.predict`` on the native grid
-to better than 1e-3 mag (DES bands, delayed tau, z <= 3, 1,000 prior draws;
-see ``tests/unit/test_sps_grid.py`` and ``bench/bench_sps.py`` for the
-numbers at other resolutions).
+step there is not smeared.  Defaults (``resolution=200``, ``n_moments=3``,
+outliers on a ``fine_resolution=1000`` lattice with 2 moments) agree with
+``SpecModel.predict`` on the native grid to 8e-4 mag max over 1,000 prior
+draws of the demo model (DES grizY, delayed tau, z <= 3; 3.5e-4 or less in
+g, r, z, Y without the outliers in i); ``bench/bench_sps.py`` prints the
+numbers.
 """
 
 import numpy as np
@@ -51,89 +61,41 @@ _TO_CGS = _LSUN / (4.0 * np.pi * (_PC * 10)**2)
 class PhotometryKernel:
     """Fast photometry of one :class:`SSPLibrary` through one filter set.
 
+    Each filter curve is split into a part that is smooth on the lattice
+    scale and the isolated single-point outliers of its table (DECam ``i``
+    has one: 0.285 at 8480 AA between 0.57 and 0.55), whose ~20 AA wide
+    triangles are integrated on a finer lattice; both parts are exact
+    linear functionals of the same rest-frame spectra.
+
     Parameters
     ----------
     library : SSPLibrary
     filters : list of sedpy.observate.Filter or FilterSet
     resolution : float
-        1/delta, bins per unit ln(lambda).
+        1/delta, lattice bins per unit ln(lambda).
     group : int
         Lattice shifts (redshift steps of ``delta`` in ln(1+z)) per group.
+    n_sub : int
+        Sub-bin offsets at which the filter integrals are tabulated.
+    n_moments : int
+        Legendre moments of the spectrum kept per lattice bin (1: bin means).
+    fine_resolution, fine_group, fine_moments : float, int, int
+        Lattice resolution, group size and moments for the filters' outlier points.
+    outlier : float
+        A tabulated transmission further than ``outlier`` times the filter's
+        peak from the mean of its two neighbours is an outlier point.
     """
 
-    def __init__(self, library, filters, resolution=1000.0, group=24, n_sub=8):
+    def __init__(self, library, filters, resolution=200.0, group=8, n_sub=8,
+                 n_moments=3, fine_resolution=1000.0, fine_group=16, fine_moments=2,
+                 outlier=0.15):
         self.library = library
         self.filters = list(getattr(filters, "filters", filters))
-        self.delta = 1.0 / float(resolution)
-        self.group = int(group)
-        self.n_sub = int(n_sub)
-        lo = min(f.wavelength[f.transmission > 0].min() for f in self.filters)
-        hi = max(f.wavelength[f.transmission > 0].max() for f in self.filters)
-        # lattice: centre of bin v at y0 + v * delta, a bin edge at ln(Ly-alpha)
-        lya = np.log(LYMAN_WAVE[0])
-        k0 = np.floor((np.log(lo) - lya) / self.delta - 1.0)
-        self.y0 = lya + (k0 + 0.5) * self.delta
-        self.n_obs = int(np.ceil((np.log(hi) - self.y0) / self.delta)) + 2
-        self.response = self._filter_table()               # (V, B) float32
-        self._jmax = -1
+        smooth, spikes = _split_curves(self.filters, outlier)
+        self.coarse = _Lattice(library, smooth, resolution, group, n_sub, n_moments)
+        self.fine = [(b, _Lattice(library, [c], fine_resolution, fine_group, n_sub, fine_moments))
+                     for b, c in spikes]
         self._dl_zmax = -1.0
-
-    # -- setup -------------------------------------------------------------
-    def _filter_table(self, sub=64):
-        """Filter integrals over lattice bins at M+1 sub-bin offsets, (V, (M+1) * B) float32.
-
-        ``table[v, m * B + b]`` is the sedpy-normalised integral of filter
-        ``b`` over ln(lambda_obs) in the bin centred on ``y0 + (v + m/M) delta``.
-        """
-        M = self.n_sub
-        V = self.n_obs
-        y = self.y0 + (np.arange((V + 1) * sub + 1) / sub - 0.5) * self.delta
-        lam = np.exp(y)
-        table = np.empty((V, M + 1, len(self.filters)))
-        starts = np.arange(V)[:, None] * sub + (np.arange(M + 1) * (sub // M))[None, :]
-        for b, f in enumerate(self.filters):
-            trans = np.interp(lam, f.wavelength, f.transmission, left=0.0, right=0.0)
-            cum = np.concatenate([[0.0], np.cumsum(0.5 * (trans[1:] + trans[:-1]))])
-            cum *= self.delta / sub
-            # sedpy: maggies = int lambda T f_lambda dlambda / ab_zero_counts
-            table[:, :, b] = (cum[starts + sub] - cum[starts]) * (2.998e18 * _JY_AB
-                                                                / f.ab_zero_counts)
-        return table.reshape(V, -1).astype(np.float32)
-
-    def _ensure(self, zmax):
-        """Build the rest-frame lattice (and distance table) to cover ``zmax``."""
-        jmax = int(np.floor(np.log1p(zmax) / self.delta)) + 1
-        if jmax > self._jmax:
-            jmax = max(jmax, int(np.ceil(np.log1p(max(2.0 * zmax, 4.0)) / self.delta)))
-            jmax = self.group * (jmax // self.group + 1)
-            self._build_lattice(jmax)
-        if zmax > self._dl_zmax:
-            self._build_distances(max(2.0 * zmax, 4.0))
-
-    def _build_lattice(self, jmax):
-        lib = self.library
-        self._jmax = jmax
-        self.i_min = -(jmax + 2)                   # lowest rest lattice index
-        idx = np.arange(self.i_min, self.n_obs)
-        centers = self.y0 + idx * self.delta
-        edges = np.concatenate([centers - 0.5 * self.delta, [centers[-1] + 0.5 * self.delta]])
-        lnw = np.log(lib.wavelengths)
-        pos = np.interp(edges, lnw, np.arange(len(lnw)))   # fractional index of each edge
-        i0 = np.clip(np.floor(pos).astype(int), 0, len(lnw) - 2)
-        frac = pos - i0
-        spectra = np.empty((len(lib.logzsol), len(lib.ages), len(edges) - 1), dtype=np.float32)
-        step = np.diff(lnw)
-        for k in range(len(lib.logzsol)):
-            s = lib.spectra[k].astype(float)
-            cum = np.concatenate([np.zeros((s.shape[0], 1)),
-                                  np.cumsum(0.5 * (s[:, 1:] + s[:, :-1]) * step, axis=1)], axis=1)
-            # cumulative integral at the edges, linear in s within a native pixel
-            seg = s[:, i0] + 0.5 * frac * (s[:, i0 + 1] - s[:, i0])
-            at_edge = cum[:, i0] + seg * frac * step[i0]
-            spectra[k] = np.diff(at_edge, axis=1) / self.delta
-        self.rest_wave = np.exp(centers)
-        self.kernel = SpectralKernel(lib, wave=self.rest_wave, spectra=spectra)
-        self._n_lya = int(np.searchsorted(self.rest_wave, LYMAN_WAVE[0]))
 
     def _build_distances(self, zmax):
         from astropy.cosmology import WMAP9
@@ -141,12 +103,14 @@ class PhotometryKernel:
         self._dl_z = np.linspace(0.0, zmax, int(zmax * 2000) + 2)
         self._dl_mpc = WMAP9.luminosity_distance(self._dl_z).to("Mpc").value
 
-    # -- evaluation ----------------------------------------------------------
     def flux_norm(self, batch, mfrac):
         """SpecModel.flux_norm for every object: Lsun/Hz/Msun -> maggies, (N,)."""
         if batch.lumdist is not None:
             dl = batch.lumdist
         else:
+            zmax = float(np.max(batch.zred, initial=0.0))
+            if zmax > self._dl_zmax:
+                self._build_distances(max(2.0 * zmax, 4.0))
             dl = np.interp(batch.zred, self._dl_z, self._dl_mpc)
             dl = np.where(batch.zred == 0, 1e-5, dl)
         mass = batch.mass / mfrac if batch.mstar else batch.mass
@@ -154,51 +118,180 @@ class PhotometryKernel:
 
     def photometry(self, batch):
         """Maggies (N, B) and surviving mass fractions (N,) of a checked :class:`Batch`."""
-        n = batch.n
-        self._ensure(float(np.max(batch.zred, initial=0.0)))
-        kern = self.kernel
+        kern = self.coarse.kernel
         zlo, zfrac = kern.metallicity_weights(batch.logzsol)
         weights, young = kern.age_weights(batch)
         mfrac = kern.surviving_fraction(weights, zlo, zfrac)
+        # float32 weights with the metallicity interpolation folded in: (N, 2, A)
+        w32 = _pair_weights(weights, zfrac)
+        y32 = None if young is None or not np.any(batch.dust1 > 0) else _pair_weights(young, zfrac)
+        out = self.coarse.fluxes(batch, w32, y32, zlo)
+        for band, lattice in self.fine:
+            out[:, band] += lattice.fluxes(batch, w32, y32, zlo)[:, 0]
+        return out * self.flux_norm(batch, mfrac)[:, None], mfrac
+
+
+class _Curve:
+    """A transmission curve (Angstrom, observed frame) and its sedpy normalisation."""
+
+    def __init__(self, wave, trans, zero_counts):
+        self.wave = np.asarray(wave, dtype=float)
+        self.trans = np.asarray(trans, dtype=float)
+        self.zero_counts = float(zero_counts)
+        nz = np.nonzero(self.trans)[0]
+        self.lo = self.wave[max(nz[0] - 1, 0)]
+        self.hi = self.wave[min(nz[-1] + 1, len(self.wave) - 1)]
+
+
+def _split_curves(filters, outlier):
+    """Smooth curves (one per filter) and ``(band, curve)`` of isolated outlier points."""
+    smooth, spikes = [], []
+    for b, f in enumerate(filters):
+        w, t = np.asarray(f.wavelength, float), np.asarray(f.transmission, float)
+        smooth_t, spike = t.copy(), np.zeros_like(t)
+        for _ in range(len(t)):
+            # the worst point first: its neighbours then look normal again
+            resid = smooth_t[1:-1] - 0.5 * (smooth_t[:-2] + smooth_t[2:])
+            i = int(np.argmax(np.abs(resid))) if len(resid) else 0
+            if not len(resid) or abs(resid[i]) <= outlier * t.max():
+                break
+            spike[i + 1] += resid[i]
+            smooth_t[i + 1] -= resid[i]
+        smooth.append(_Curve(w, smooth_t, f.ab_zero_counts))
+        # one curve per cluster of neighbouring outliers (each gets its own small lattice)
+        nz = np.flatnonzero(spike)
+        for cluster in np.split(nz, np.flatnonzero(np.diff(nz) > 2) + 1) if len(nz) else []:
+            part = np.zeros_like(spike)
+            part[cluster] = spike[cluster]
+            spikes.append((b, _Curve(w, part, f.ab_zero_counts)))
+    return smooth, spikes
+
+
+class _Lattice:
+    """Photometry through ``curves`` on one ln-lambda lattice (see the module docstring)."""
+
+    def __init__(self, library, curves, resolution, group, n_sub, n_moments):
+        self.library = library
+        self.curves = curves
+        self.delta = 1.0 / float(resolution)
+        self.group = int(group)
+        self.n_sub = int(n_sub)
+        self.n_moments = int(n_moments)
+        lo = min(c.lo for c in curves)
+        hi = max(c.hi for c in curves)
+        # lattice: centre of bin v at y0 + v * delta, a bin edge at ln(Ly-alpha)
+        lya = np.log(LYMAN_WAVE[0])
+        k0 = np.floor((np.log(lo) - lya) / self.delta - 1.0)
+        self.y0 = lya + (k0 + 0.5) * self.delta
+        self.n_obs = int(np.ceil((np.log(hi) - self.y0) / self.delta)) + 2
+        self.response = self._filter_table()               # (K V, (M+1) B) float32
+        self._jmax = -1
+        self._build_lattice(int(np.ceil(np.log(5.0) / self.delta)))
+
+    def _filter_table(self, sub=64):
+        """Filter moments over lattice bins at M+1 sub-bin offsets, (K V, (M+1) B) float32.
+
+        Row ``K v + q``, column ``m B + b``: the sedpy-normalised integral of
+        filter ``b`` times the Legendre polynomial ``P_q(2 t/delta)`` over
+        ln(lambda_obs) in the bin centred on ``y0 + (v + m/M) delta`` (``t``
+        from that centre).  The filter is linear between ``sub`` points per
+        bin, so Simpson's rule on each of them is exact.
+        """
+        M, V, B, K = self.n_sub, self.n_obs, len(self.curves), self.n_moments
+        if sub % M:
+            raise ValueError(f"sub={sub} must be a multiple of n_sub={M}")
+        step = sub // M
+        u = np.arange((V + 1) * sub + 1) / sub - 0.5        # lattice units
+        umid = u[:-1] + 0.5 / sub
+        lam, lam_mid = np.exp(self.y0 + u * self.delta), np.exp(self.y0 + umid * self.delta)
+        starts = np.arange(V)[:, None] * sub + (np.arange(M + 1) * step)[None, :]
+        table = np.empty((V, K, M + 1, B))
+        # position of every fine point within its bin, in [-1, 1], per sub-offset
+        local = np.arange(sub + 1) / sub * 2.0 - 1.0
+        local_mid = (np.arange(sub) + 0.5) / sub * 2.0 - 1.0
+        leg = [_legendre(q, local) for q in range(K)]
+        leg_mid = [_legendre(q, local_mid) for q in range(K)]
+        for b, f in enumerate(self.curves):
+            trans = np.interp(lam, f.wave, f.trans, left=0.0, right=0.0)
+            tmid = np.interp(lam_mid, f.wave, f.trans, left=0.0, right=0.0)
+            # (V, M+1, sub+1) fine values per bin and offset
+            win = trans[starts[..., None] + np.arange(sub + 1)]
+            wmid = tmid[starts[..., None] + np.arange(sub)]
+            # sedpy: maggies = int lambda T f_lambda dlambda / ab_zero_counts
+            norm = self.delta * 2.998e18 * _JY_AB / f.zero_counts / (6.0 * sub)
+            for q in range(K):
+                g = win * leg[q]
+                table[:, q, :, b] = norm * (g[..., :-1] + g[..., 1:]
+                                            + 4.0 * wmid * leg_mid[q]).sum(axis=-1)
+        return table.reshape(K * V, -1).astype(np.float32)
+
+    def _build_lattice(self, jmax):
+        jmax = self.group * (jmax // self.group + 1)
+        self._jmax = jmax
+        self.i_min = -(jmax + 2)                   # lowest rest lattice index
+        idx = np.arange(self.i_min, self.n_obs)
+        centers = self.y0 + idx * self.delta
+        edges = np.concatenate([centers - 0.5 * self.delta, [centers[-1] + 0.5 * self.delta]])
+        lib = self.library
+        self.moments = _bin_moments(lib.wavelengths, lib.spectra, edges, self.n_moments)
+        self.rest_wave = np.exp(centers)
+        # weights and mfrac only: the spectra are never used through it
+        self.kernel = SpectralKernel(lib, wave=self.rest_wave, spectra=self.moments[..., 0])
+        self._n_lya = int(np.searchsorted(self.rest_wave, LYMAN_WAVE[0]))
+
+    def fluxes(self, batch, w32, y32, zlo):
+        """Band fluxes before ``flux_norm``, (N, len(curves))."""
+        n = batch.n
         shift = np.log1p(batch.zred) / self.delta
         j = np.floor(shift).astype(int)
+        if j.max(initial=0) >= self._jmax:
+            self._build_lattice(max(int(j.max()) + 1,
+                                    int(np.ceil(np.log(2.0 * float(batch.zred.max()) + 1.0)
+                                                / self.delta))))
         f = (shift - j).astype(np.float32)
-        out = np.empty((n, len(self.filters)))
+        out = np.empty((n, len(self.curves)))
         order = np.argsort(j, kind="stable")
         gid = j[order] // self.group
         starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
         for a, b in zip(starts, np.r_[starts[1:], n]):
             rows = order[a:b]
-            out[rows] = self._group(batch, rows, int(gid[a]), j[rows], f[rows], weights,
-                                    young, zlo, zfrac)
-        return out * self.flux_norm(batch, mfrac)[:, None], mfrac
+            out[rows] = self._group(batch, rows, int(gid[a]), j[rows], f[rows], w32, y32, zlo)
+        return out
 
-    def _group(self, batch, rows, g, j, f, weights, young, zlo, zfrac):
-        kern, G, V = self.kernel, self.group, self.n_obs
+    def _group(self, batch, rows, g, j, f, w32, y32, zlo):
+        """Fluxes of the objects ``rows`` (sorted by ``j``) of shift group ``g``."""
+        G, V, K = self.group, self.n_obs, self.n_moments
         lo = -(g + 1) * G - 1 - self.i_min         # window columns in lattice arrays
         hi = V - g * G - self.i_min
-        cols = slice(lo, hi)
-        spec = self._stellar(kern, weights[rows], zlo[rows], zfrac[rows], cols)
+        spec = self._stellar(w32[rows], zlo[rows], lo, hi)           # (n, w, K)
         sub = _Sub(batch, rows)
-        wave = self.rest_wave[cols]
-        tau = diffuse_tau(sub.dust_type, wave, sub.dust2, sub.dust_index)
-        if young is not None and np.any(sub.dust1 > 0):
-            yw = young[rows]
-            n_age = int(np.max(np.nonzero(yw.any(axis=0))[0], initial=-1)) + 1
-            if n_age > 0:
-                ys = self._stellar(kern, yw, zlo[rows], zfrac[rows], cols, n_age)
-                tau1 = birth_cloud_tau(wave, sub.dust1, sub.dust1_index)
-                spec += ys * np.expm1(-tau1).astype(np.float32)
-        spec *= np.exp(-tau).astype(np.float32)
+        wave = self.rest_wave[lo:hi]
+        if y32 is not None and np.any(sub.dust1 > 0):
+            ys = self._stellar(y32[rows], zlo[rows], lo, hi)
+            tau1 = birth_cloud_tau(wave, sub.dust1, sub.dust1_index)
+            spec += ys * np.expm1(-tau1).astype(np.float32)[:, :, None]
+        trans = _attenuation(sub, wave)
         n_blue = max(0, min(self._n_lya, hi) - lo)
         if batch.igm and n_blue > 0 and np.any(sub.zred > 0):
-            spec[:, :n_blue] *= igm_transmission(self.rest_wave[lo:lo + n_blue], sub.zred,
-                                                 sub.igm_factor).astype(np.float32)
-        # place each spectrum at its integer shift, project on all sub-bin offsets,
-        # interpolate linearly between the two offsets that bracket the fraction
-        idx = np.arange(V)[None, :] - j[:, None] - (lo + self.i_min)
-        proj = (np.take_along_axis(spec, idx, axis=1) @ self.response).reshape(
-            len(j), self.n_sub + 1, -1)
+            trans[:, :n_blue] *= igm_transmission(self.rest_wave[lo:lo + n_blue], sub.zred,
+                                                  sub.igm_factor).astype(np.float32)
+        spec *= trans[:, :, None]
+        # place each spectrum at its integer shift and project on all sub-bin offsets
+        off = -j - (lo + self.i_min)                 # window column of observed bin 0
+        n = len(j)
+        if n >= 4 * G:
+            # rows are sorted by j: one GEMM per shift on a view of the window
+            proj = np.empty((n, self.response.shape[1]), dtype=np.float32)
+            cuts = np.flatnonzero(np.r_[True, j[1:] != j[:-1], True])
+            for s, e in zip(cuts[:-1], cuts[1:]):
+                o = int(off[s])
+                proj[s:e] = spec[s:e, o:o + V].reshape(e - s, V * K) @ self.response
+        else:
+            idx = np.arange(V)[None, :] + off[:, None]
+            placed = np.take_along_axis(spec, idx[:, :, None], axis=1).reshape(n, -1)
+            proj = placed @ self.response
+        # interpolate linearly between the two sub-bin offsets that bracket the fraction
+        proj = proj.reshape(n, self.n_sub + 1, -1)
         pos = f * self.n_sub
         m = np.minimum(pos.astype(int), self.n_sub - 1)
         phi = (pos - m)[:, None]
@@ -206,17 +299,96 @@ class PhotometryKernel:
         hi_m = np.take_along_axis(proj, m[:, None, None] + 1, axis=1)[:, 0]
         return lo_m + phi * (hi_m - lo_m)
 
-    @staticmethod
-    def _stellar(kern, w, zlo, zfrac, cols, n_age=None):
-        n_age = w.shape[1] if n_age is None else n_age
-        ssp = kern.ssp
-        out = np.empty((len(w), cols.stop - cols.start), dtype=np.float32)
+    def _stellar(self, w2, zlo, lo, hi):
+        """Legendre moments (n, hi - lo, K) of sum_a w_a [(1-f) L_lo,a + f L_hi,a].
+
+        Only the ages that carry weight somewhere in ``w2`` enter the GEMMs.
+        """
+        n_age = int(np.max(np.nonzero(w2.any(axis=(0, 1)))[0], initial=0)) + 1
+        K = self.n_moments
+        width = (hi - lo) * K
+        out = np.empty((len(w2), width), dtype=np.float32)
         for k in np.unique(zlo):
             sel = np.nonzero(zlo == k)[0]
-            ww = w[sel, :n_age].astype(np.float32)
-            t = zfrac[sel, None].astype(np.float32)
-            out[sel] = (ww * (1 - t)) @ ssp[k, :n_age, cols] + (ww * t) @ ssp[k + 1, :n_age, cols]
-        return out
+            ww = w2[sel]
+            grid = self.moments[k:k + 2, :n_age, lo:hi]              # (2, n_age, w, K)
+            part = ww[:, 0, :n_age] @ grid[0].reshape(n_age, width)
+            part += ww[:, 1, :n_age] @ grid[1].reshape(n_age, width)
+            out[sel] = part
+        return out.reshape(len(w2), hi - lo, K)
+
+
+def _attenuation(sub, wave):
+    """exp(-tau_diffuse) as float32 (n, W); one curve scaled by dust2 when dust_index is shared."""
+    index = sub.dust_index
+    if sub.dust_type == 2 or np.all(index == index[0]):
+        base = diffuse_tau(sub.dust_type, wave, np.ones(1), index[:1])[0].astype(np.float32)
+        return np.exp(-sub.dust2.astype(np.float32)[:, None] * base[None, :])
+    return np.exp(-diffuse_tau(sub.dust_type, wave, sub.dust2, index)).astype(np.float32)
+
+
+def _pair_weights(weights, zfrac):
+    """(N, 2, A) float32: the weights of the lower and upper bracketing metallicity."""
+    w = weights.astype(np.float32)
+    f = zfrac.astype(np.float32)[:, None]
+    return np.stack([w * (1 - f), w * f], axis=1)
+
+
+def _legendre(q, x):
+    """Legendre polynomial P_q(x), q <= 3."""
+    return (np.ones_like(x), x, 1.5 * x * x - 0.5, 2.5 * x**3 - 1.5 * x)[q]
+
+
+def _bin_moments(wave, spectra, edges, n_moments=3):
+    """Legendre coefficients of each spectrum within ln-lambda bins.
+
+    The spectra are linear in ln(lambda) between native wavelengths (constant
+    beyond the ends); the bin integrals are exact for that (Simpson's rule on
+    every native segment, exact for the cubic integrands with n_moments <= 3).
+
+    Parameters
+    ----------
+    wave : ndarray of shape (W,)
+        Native rest-frame Angstrom.
+    spectra : ndarray of shape (Z, A, W)
+    edges : ndarray of shape (R + 1,)
+        ln(lambda) bin edges, uniform spacing ``delta``.
+    n_moments : int
+        K, at most 3.
+
+    Returns
+    -------
+    ndarray of shape (Z, A, R, K), float32
+        ``c_q = (2q + 1)/delta * int_bin L(y) P_q(2 t/delta) dy`` (``t`` from
+        the bin centre), so within the bin ``L ~ sum_q c_q P_q(2 t/delta)``;
+        ``c_0`` is the bin mean.
+    """
+    if not 1 <= n_moments <= 3:
+        raise ValueError(f"n_moments={n_moments}: expected 1, 2 or 3")
+    lnw = np.log(wave)
+    delta = edges[1] - edges[0]
+    inner = lnw[(lnw > edges[0]) & (lnw < edges[-1])]
+    pts = np.union1d(inner, edges)
+    pos = np.interp(pts, lnw, np.arange(len(lnw), dtype=float))
+    i0 = np.clip(np.floor(pos).astype(int), 0, len(lnw) - 2)
+    frac = pos - i0
+    seg_bin = np.clip(np.searchsorted(edges, pts[:-1], side="right") - 1, 0, len(edges) - 2)
+    yc = 0.5 * (edges[seg_bin] + edges[seg_bin + 1])
+    x0, x1 = 2 * (pts[:-1] - yc) / delta, 2 * (pts[1:] - yc) / delta
+    h = (pts[1:] - pts[:-1]) / 6.0
+    legs = [(_legendre(q, x0), 4 * _legendre(q, 0.5 * (x0 + x1)), _legendre(q, x1))
+            for q in range(n_moments)]
+    first = np.searchsorted(pts, edges[:-1])
+    out = np.empty(spectra.shape[:2] + (len(edges) - 1, n_moments), dtype=np.float32)
+    for k in range(spectra.shape[0]):
+        s = spectra[k].astype(float)
+        vals = s[:, i0] * (1 - frac) + s[:, i0 + 1] * frac          # (A, P)
+        l0, l1 = vals[:, :-1], vals[:, 1:]
+        lm = 0.5 * (l0 + l1)
+        for q, (p0, pm, p1) in enumerate(legs):
+            seg = h * (l0 * p0 + lm * pm + l1 * p1)
+            out[k, :, :, q] = np.add.reduceat(seg, first, axis=1) * ((2 * q + 1) / delta)
+    return out
 
 
 class _Sub:

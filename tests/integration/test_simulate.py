@@ -6,7 +6,6 @@ seconds. The real demo model is in ``test_simulate_demo.py``.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -98,6 +97,7 @@ def test_workers_give_the_same_bytes_as_serial(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == str(workers)
     assert "2 workers" in proc.stderr and "invalid" in proc.stderr      # summary
+    assert "simulate: 100%" in proc.stderr                               # progress bar
     assert_same_data(serial, workers)
     with SimulationFiles(serial, workers) as (a, b):
         assert info.content_digest(a) == info.content_digest(b)
@@ -126,25 +126,30 @@ def _done(path):
         return 0
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, 1), (signal.SIGINT, 2)],
+                         ids=["SIGKILL-serial", "SIGINT-workers"])
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, sig, workers):
     args = ["--n_samples", 4000, "--chunk_size", 250]
     reference = tmp_path / "reference.h5"
     assert simulate(reference, *args)[0] == 0
 
     path = tmp_path / "killed.h5"
     cmd = [sys.executable, str(TOY), "--simulate", "--quiet", "--simfile", str(path),
-           "--toy_delay", "0.25"] + [str(a) for a in args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--toy_delay", "0.25", "--workers", str(workers)] + [str(a) for a in args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while _done(path) < 3 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, err
+        assert "--resume" in err
     done = _done(path)
     assert 3 <= done < 16
     with SimulationFiles(path) as (store,):
@@ -253,8 +258,7 @@ def test_corrupt_or_truncated_file_gives_one_clear_error(tmp_path, capsys):
     assert err.count("\n") == 1 and "truncated" in err, err
 
 
-@pytest.mark.skipif(not hasattr(os, "setrlimit") and sys.platform != "linux",
-                    reason="needs RLIMIT_FSIZE")
+@pytest.mark.skipif(sys.platform != "linux", reason="uses RLIMIT_FSIZE and SIGXFSZ")
 def test_full_disk_keeps_completed_chunks(tmp_path):
     """A file-size limit stands in for a full disk (both fail the write with an errno)."""
     import resource

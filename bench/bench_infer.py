@@ -1,0 +1,160 @@
+"""Speed of ``--infer`` on the demo model, measured in one run.
+
+    python bench/bench_infer.py                              # 10,000 rows x 1,000 draws
+    python bench/bench_infer.py --rows 1000 --flows nsf maf  # quicker
+    python bench/bench_infer.py --checkpoint out/demo/demo_flow.pt --dynesty
+
+For each flow family (untrained networks of the default size unless
+``--checkpoint`` names a trained one: the cost of sampling does not depend on
+the weights), prints, measured in this run on this CPU:
+
+1. ``infer()`` end to end on a CSV catalogue of ``--rows`` rows with
+   ``--n_draws`` draws each (read, features, sampling, percentiles, HDF5
+   writes): ms per galaxy, and the issue's target of 5 ms;
+2. the sampling alone (``AmortizedPosterior.sample``), ms per galaxy;
+3. with ``--importance``: the same with importance weights through
+   ``forward.predict_batch`` (GridSPS), on ``--rows_importance`` rows;
+4. with ``--dynesty``: one dynesty fit of the demo galaxy through the
+   command line (seconds) and the speed-up per galaxy.
+
+Timings are wall-clock on a possibly shared machine: rerun to see the
+spread. Nothing is asserted here.
+"""
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "param_files" / "demo_params.py"
+
+
+def _demo():
+    spec = importlib.util.spec_from_file_location("demo_params", DEMO)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model, obs, sps = mod.build_model(), mod.build_obs(), mod.build_sps()
+    return mod, model, obs, sps
+
+
+def _checkpoint(path, flow, model, obs, noise):
+    """An untrained checkpoint of the default size for ``flow`` (timing only)."""
+    from prospect_sim.amortized import options, spec
+    from prospect_sim.amortized.posterior import AmortizedPosterior, save_checkpoint
+    problem = spec.model_problem(model, obs)
+    post = AmortizedPosterior.new(problem, [], noise, dict(options.DEFAULTS, flow=flow))
+    state = post.state()
+    state["model_state"] = post.net.state_dict()
+    state["best_model_state"] = None
+    save_checkpoint(state, path)
+    return path
+
+
+def _catalog(path, rows, model, obs, sps, noise, seed=0):
+    from prospect_sim.forward import predict_batch, prior_transform
+    rng = np.random.default_rng(seed)
+    theta = prior_transform(model, rng.random((rows, len(model.theta))))
+    phot, _ = predict_batch(model, sps, obs, theta)
+    flux, unc, _ = noise.sample(phot, rng)
+    names = [f.name for f in obs["filters"]]
+    with open(path, "w") as fh:
+        fh.write(",".join([f"{n}_flux" for n in names] + [f"{n}_unc" for n in names]) + "\n")
+        for f, u in zip(flux, unc):
+            fh.write(",".join(f"{v:.6e}" for v in np.concatenate([f, u])) + "\n")
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="speed of --infer")
+    p.add_argument("--rows", type=int, default=10_000)
+    p.add_argument("--n_draws", type=int, default=1000)
+    p.add_argument("--flows", nargs="+", default=["nsf", "nsf_coupling", "maf"])
+    p.add_argument("--checkpoint", default=None, help="a trained checkpoint (overrides --flows)")
+    p.add_argument("--infer_batch", type=int, default=256)
+    p.add_argument("--importance", action="store_true")
+    p.add_argument("--rows_importance", type=int, default=100)
+    p.add_argument("--dynesty", action="store_true")
+    a = p.parse_args(argv)
+
+    import torch
+
+    from prospect_sim.amortized.catalog import columns_for  # noqa: F401 (import cost outside timing)
+    from prospect_sim.amortized.infer import CatalogSource, infer
+    from prospect_sim.amortized.noise import default_noise
+    from prospect_sim.amortized.posterior import AmortizedPosterior, load_checkpoint
+
+    mod, model, obs, sps = _demo()
+    noise = default_noise(obs)
+    tmp = tempfile.mkdtemp(prefix="bench_infer_")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} CPUs; temp folder {tmp}")
+    t = time.perf_counter()
+    cat = _catalog(os.path.join(tmp, "catalog.csv"), a.rows, model, obs, sps, noise)
+    print(f"mock catalogue: {a.rows} rows in {time.perf_counter() - t:.1f} s")
+    names = [f.name for f in obs["filters"]]
+    runs = ([("checkpoint", a.checkpoint)] if a.checkpoint else
+            [(f, _checkpoint(os.path.join(tmp, f"{f}.pt"), f, model, obs, noise))
+             for f in a.flows])
+    per_galaxy = {}
+    for label, ck_path in runs:
+        ck = load_checkpoint(ck_path)
+        opts = dict(n_draws=a.n_draws, infer_batch=a.infer_batch)
+        src = CatalogSource(cat, names, ck["conditions"])
+        t = time.perf_counter()
+        infer(ck, ck_path, src, os.path.join(tmp, f"{label}_post.h5"), opts, quiet=True)
+        wall = time.perf_counter() - t
+        src.close()
+        post = AmortizedPosterior.from_checkpoint(ck)
+        n = min(a.rows, 512)
+        f = np.full((n, len(names)), 1e-9)
+        u = np.full((n, len(names)), 1e-10)
+        t = time.perf_counter()
+        for s in range(0, n, a.infer_batch):
+            post.sample(f[s:s + a.infer_batch], u[s:s + a.infer_batch],
+                        np.zeros((min(a.infer_batch, n - s), len(names)), bool), None, a.n_draws)
+        sample_only = (time.perf_counter() - t) / n
+        per_galaxy[label] = wall / a.rows
+        cfg = ck["flow_config"]
+        print(f"{label:>13}: infer end to end {1e3 * wall / a.rows:7.2f} ms/galaxy "
+              f"({a.rows} rows x {a.n_draws} draws, {wall:.1f} s; target <= 5 ms); "
+              f"sampling alone {1e3 * sample_only:7.2f} ms/galaxy  "
+              f"[{cfg['flow']}, {cfg['transforms']} transforms, hidden {cfg['hidden']}]",
+              flush=True)
+        if a.importance:
+            from prospect_sim.amortized.importance import Reweighter
+            rw = Reweighter(model, sps, obs, ck["problem"])
+            small = os.path.join(tmp, "small.csv")
+            with open(cat) as fh, open(small, "w") as out:
+                for i, line in enumerate(fh):
+                    if i > a.rows_importance:
+                        break
+                    out.write(line)
+            src = CatalogSource(small, names, ck["conditions"])
+            t = time.perf_counter()
+            infer(ck, ck_path, src, os.path.join(tmp, f"{label}_is.h5"), opts, reweighter=rw,
+                  quiet=True)
+            src.close()
+            wall_is = time.perf_counter() - t
+            print(f"{'':>13}  with --importance {1e3 * wall_is / a.rows_importance:7.1f} ms/galaxy "
+                  f"({a.rows_importance} rows)", flush=True)
+    if a.dynesty:
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, str(DEMO), "--dynesty", "--outfile",
+                              os.path.join(tmp, "dyn"), "--quiet"], capture_output=True, text=True)
+        dyn = time.perf_counter() - t
+        status = "ok" if out.returncode == 0 else f"failed (exit {out.returncode})"
+        print(f"dynesty fit of the demo galaxy: {dyn:.1f} s ({status})")
+        for label, sec in per_galaxy.items():
+            print(f"{label:>13}: speed-up per galaxy vs dynesty {dyn / sec:,.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""--infer on catalogues (CSV, HDF5, FITS), flags, resume, importance sampling."""
+
+import h5py
+import numpy as np
+import pytest
+
+from prospect_sim.amortized.importance import Reweighter, ess, weighted_quantiles
+from prospect_sim.amortized.infer import FLAGS, CatalogSource, ObsSource, infer
+from prospect_sim.amortized.posterior import load_checkpoint
+from prospect_sim.amortized.toy import LinearGaussianToy
+from prospect_sim.amortized.train import train
+from prospect_sim.errors import InferenceError, UsageError
+
+OPTS = dict(epochs=3, batch_size=128, hidden=16, transforms=1, bins=4, embedding="16",
+            embed_dim=8, n_test=100, val_fraction=0.1, validate_after_train=False)
+INFER = dict(n_draws=50, infer_batch=4, infer_seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("infer")
+    toy = LinearGaussianToy()
+    sims = toy.write_simfile(str(d / "sims.h5"), 3000)
+    ck = train(sims, toy.problem, toy.noise, str(d / "flow.pt"), OPTS, quiet=True)
+    return toy, ck, load_checkpoint(ck)
+
+
+@pytest.fixture
+def source():
+    """Opens catalogue sources and closes them after the test."""
+    opened = []
+
+    def open_(path, toy, cls=CatalogSource):
+        src = cls(str(path), toy.filter_names, [])
+        opened.append(src)
+        return src
+
+    yield open_
+    for src in opened:
+        src.close()
+
+
+def _rows(toy):
+    rng = np.random.default_rng(0)
+    flux, unc, _ = toy.noise.sample(toy.phot(rng.random((10, 2))), rng)
+    flux, unc = flux.astype(object), unc.astype(object)
+    flux[1, 2] = ""            # one band missing: fine
+    flux[3, 0] = "abc"         # non-numeric: flagged
+    flux[5, :] = ""            # every band missing: flagged
+    return flux, unc
+
+
+def _write_csv(path, toy, flux, unc):
+    cols = [f"{f}_flux" for f in toy.filter_names] + [f"{f}_unc" for f in toy.filter_names]
+    with open(path, "w") as fh:
+        fh.write(",".join(["id"] + cols) + "\n")
+        for i in range(len(flux)):
+            fh.write(",".join([str(i)] + [str(v) for v in flux[i]] + [str(v) for v in unc[i]]) + "\n")
+    return path
+
+
+def _numeric(flux):
+    out = np.full(flux.shape, np.nan)
+    for idx, v in np.ndenumerate(flux):
+        try:
+            out[idx] = float(v)
+        except ValueError:
+            pass
+    return out
+
+
+def test_csv_catalogue_with_missing_and_bad_rows(trained, tmp_path, source):
+    toy, ck_path, ck = trained
+    flux, unc = _rows(toy)
+    src = source(_write_csv(tmp_path / "c.csv", toy, flux, unc), toy)
+    out = infer(ck, ck_path, src, str(tmp_path / "post.h5"), INFER, quiet=True)
+    with h5py.File(out) as h5:
+        s, flags = h5["samples"][:], h5["flags"][:]
+        assert s.shape == (10, 50, 2) and s.dtype == np.float32
+        assert flags[3] == FLAGS["bad_value"] and flags[5] == FLAGS["no_bands"]
+        assert flags[[0, 1, 2, 4, 6, 7, 8, 9]].sum() == 0
+        assert np.isnan(s[[3, 5]]).all() and np.isnan(h5["median"][3]).all()
+        good = np.delete(np.arange(10), [3, 5])
+        assert np.all((s[good] >= 0) & (s[good] <= 1))
+        assert np.all(h5["p16"][good] <= h5["median"][good])
+        assert h5["batches_done"][:].all()
+        assert [x.decode() for x in h5.attrs["param_labels"]] == ["t0", "t1"]
+    assert not (tmp_path / "post.h5.part").exists()
+
+
+def test_hdf5_and_fits_catalogues_give_the_same_draws(trained, tmp_path, source):
+    toy, ck_path, ck = trained
+    flux, unc = _rows(toy)
+    flux = _numeric(flux)
+    unc = unc.astype(float)
+    cols = {f"{f}_flux": flux[:, b] for b, f in enumerate(toy.filter_names)}
+    cols.update({f"{f}_unc": unc[:, b] for b, f in enumerate(toy.filter_names)})
+    with h5py.File(tmp_path / "c.h5", "w") as h5:
+        for k, v in cols.items():
+            h5[k] = v
+    table = np.zeros(10, dtype=[(k, "f8") for k in cols])
+    for k, v in cols.items():
+        table[k] = v
+    with h5py.File(tmp_path / "t.h5", "w") as h5:
+        h5["catalog"] = table
+    from astropy.table import Table
+    Table(cols).write(tmp_path / "c.fits")
+    results = []
+    for name in ("c.h5", "t.h5", "c.fits"):
+        src = source(tmp_path / name, toy)
+        out = infer(ck, ck_path, src, str(tmp_path / f"{name}.post.h5"), INFER, quiet=True)
+        with h5py.File(out) as h5:
+            results.append((h5["samples"][:], h5["flags"][:]))
+    for s, f in results[1:]:
+        np.testing.assert_array_equal(s, results[0][0])
+        np.testing.assert_array_equal(f, results[0][1])
+    assert results[0][1][5] == FLAGS["no_bands"] and results[0][1][3] == 0  # NaN band: missing
+
+
+def test_interrupted_inference_resumes_to_the_same_file(trained, tmp_path, source):
+    toy, ck_path, ck = trained
+    flux, unc = _rows(toy)
+    csv = _write_csv(tmp_path / "c.csv", toy, flux, unc)
+    ref = infer(ck, ck_path, source(csv, toy), str(tmp_path / "ref.h5"),
+                INFER, quiet=True)
+
+    class Dies(CatalogSource):
+        def read(self, start, stop):
+            if start >= 8:
+                raise KeyboardInterrupt
+            return super().read(start, stop)
+
+    out = str(tmp_path / "post.h5")
+    with pytest.raises(KeyboardInterrupt):
+        infer(ck, ck_path, source(csv, toy, Dies), out, INFER, quiet=True)
+    with h5py.File(out + ".part") as h5:
+        assert h5["batches_done"][:].tolist() == [True, True, False]
+    with pytest.raises(UsageError, match="--resume"):
+        infer(ck, ck_path, source(csv, toy), out,
+              dict(INFER, n_draws=20), resume=True, quiet=True)
+    infer(ck, ck_path, source(csv, toy), out, INFER, resume=True,
+          quiet=True)
+    with h5py.File(ref) as a, h5py.File(out) as b:
+        for key in ("samples", "median", "flags"):
+            np.testing.assert_array_equal(a[key][:], b[key][:])
+    with pytest.raises(UsageError, match="exists"):
+        infer(ck, ck_path, source(csv, toy), out, INFER, quiet=True)
+
+
+def test_catalogue_without_a_filter_is_an_error(trained, tmp_path, source):
+    toy, _, _ = trained
+    path = tmp_path / "c.csv"
+    path.write_text("band0_flux,band0_unc\n1e-9,1e-10\n")
+    with pytest.raises(InferenceError, match="band1_flux, band2_flux"):
+        source(str(path), toy)
+    with pytest.raises(InferenceError, match="no such file"):
+        source(str(tmp_path / "none.csv"), toy)
+
+
+def test_obs_source_and_summary_only(trained, tmp_path):
+    toy, ck_path, ck = trained
+    phot = toy.phot(np.array([[0.3, 0.6]]))[0]
+    obs = {"maggies": phot, "maggies_unc": np.full(3, 5e-11), "phot_mask": np.ones(3, bool)}
+    out = infer(ck, ck_path, ObsSource(obs, [], {}), str(tmp_path / "p.h5"),
+                dict(INFER, n_draws=400, summary_only=True), quiet=True)
+    with h5py.File(out) as h5:
+        assert "samples" not in h5 and h5["median"].shape == (1, 2)
+        # a net trained 3 epochs on 2,700 sims (accuracy is checked in test_amortized_calibration)
+        np.testing.assert_allclose(h5["median"][0], [0.3, 0.6], atol=0.2)
+    with pytest.raises(InferenceError, match="--condition zred"):
+        ObsSource(obs, ["zred"], {})
+
+
+def test_importance_sampling_reports_ess_and_flags_outliers(trained, tmp_path, source):
+    toy, ck_path, ck = trained
+    rw = Reweighter(None, None, None, ck["problem"], predict=lambda m, s, o, th: (toy.phot(th), {}))
+    rng = np.random.default_rng(1)
+    flux, unc, _ = toy.noise.sample(toy.phot(0.2 + 0.6 * rng.random((8, 2))), rng)
+    flux[7] = [5e-9, -5e-9, 5e-9]  # nothing like the training set
+    cat = tmp_path / "c.csv"
+    _write_csv(cat, toy, flux, unc)
+    out = infer(ck, ck_path, source(str(cat), toy),
+                str(tmp_path / "p.h5"), dict(INFER, n_draws=400, min_ess=20), reweighter=rw,
+                quiet=True)
+    with h5py.File(out) as h5:
+        e, flags, med = h5["ess"][:], h5["flags"][:], h5["median"][:]
+        assert h5["log_weights"].shape == (8, 400)
+    assert np.all((e >= 1) & (e <= 400))
+    assert e[7] < 20 and flags[7] == FLAGS["low_ess"]
+    mu = np.array([toy.posterior(f)[0] for f in flux[:7]])
+    sd = np.sqrt(np.diag(toy.posterior(flux[0])[1]))
+    assert np.all(np.abs(med[:7] - mu).mean(0) < 0.5 * sd)
+
+
+def test_weight_helpers():
+    assert ess(np.zeros((1, 10)))[0] == pytest.approx(10)
+    assert ess(np.array([[0.0, -np.inf, -np.inf]]))[0] == pytest.approx(1)
+    x = np.arange(5.0).reshape(1, 5, 1)
+    q = weighted_quantiles(x, np.log(np.array([[1, 1, 1, 1, 1e-12]])), [0.5])
+    assert q[0, 0, 0] == 1.0 or q[0, 0, 0] == 2.0
