@@ -15,7 +15,9 @@ ideal speed-up is K ln(1 + M/K): 1.96 for K = 50, M = 2, and it saturates at
 about K for M >> K. Each task here is a whole random walk (``--walks``
 likelihood calls of ~3 ms), so messages are cheap and the master's
 bookkeeping (bounds, stopping rule) is what keeps the measured ratio below
-the ideal. Never a timed assert: this only prints.
+the ideal. Both runs use one BLAS thread per process (OpenBLAS's own
+threads oversubscribe a small machine: 20 ms vs 2.9 ms per demo likelihood
+call on the 2-core development machine). Never a timed assert: this only prints.
 """
 import argparse
 import json
@@ -34,6 +36,9 @@ MPIEXEC = Path(sys.executable).parent / "mpiexec"
 
 def run(cmd, cwd):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "HYDRA_"))}
+    # One BLAS thread in both runs: the MPI ranks use one each (prospect_sim.pool),
+    # and the serial run must not get a second core from OpenBLAS threads.
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0

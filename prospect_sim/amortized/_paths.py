@@ -26,7 +26,14 @@ def path_for(run_params, kind):
 
 
 def check_writable(path, run_params, what):
-    """UsageError when ``path`` exists and neither --overwrite nor --resume is given."""
+    """UsageError when ``path`` exists and neither --overwrite nor --resume is given
+    (``outputs.check_writable``, which also checks the folder, when importable)."""
+    try:
+        from ..outputs import check_writable as _check
+    except ImportError:
+        _check = None
+    if _check is not None:
+        return _check(path, run_params, resumable=True)
     if os.path.exists(path) and not (run_params.get("overwrite") or run_params.get("resume")):
         raise UsageError(f"{what} {path!r} exists; pass --resume to continue it or "
                          "--overwrite to replace it")

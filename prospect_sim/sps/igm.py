@@ -12,7 +12,8 @@ Applied for ``zred > 0`` when ``add_igm_absorption`` is true.
 
 import numpy as np
 
-__all__ = ["LYMAN_WAVE", "LYMAN_COEFF", "LYMAN_LIMIT", "igm_tau", "igm_transmission"]
+__all__ = ["LYMAN_WAVE", "LYMAN_COEFF", "LYMAN_LIMIT", "igm_tau", "igm_transmission",
+           "line_coefficients"]
 
 LYMAN_WAVE = np.array([1215.67, 1025.72, 972.537, 949.743, 937.803,
                        930.748, 926.226, 923.150, 920.963, 919.352,
@@ -26,15 +27,20 @@ LYMAN_LIMIT = 911.75
 METAL_COEFF = 0.0017
 
 
-def _line_coefficients(wave):
-    """Per-wavelength sums over the Lyman lines bluer than ``wave``, (W,) each."""
+def line_coefficients(wave):
+    """Per-wavelength sums over the Lyman lines redder than ``wave`` (rest Angstrom).
+
+    Returns ``(lines, metal)``, each of shape (W,); depends on ``wave`` only,
+    so callers evaluating many redshifts on one grid compute it once.
+    """
+    wave = np.asarray(wave, dtype=float)
     below = wave[None, :] <= LYMAN_WAVE[:, None]                      # (17, W)
     lines = (LYMAN_COEFF * LYMAN_WAVE**-3.46) @ below
     metal = METAL_COEFF * LYMAN_WAVE[0]**-1.68 * below[0]
     return lines, metal
 
 
-def igm_tau(wave, zred):
+def igm_tau(wave, zred, lines=None):
     """IGM optical depth at rest-frame ``wave`` for sources at ``zred``.
 
     Parameters
@@ -42,6 +48,8 @@ def igm_tau(wave, zred):
     wave : ndarray of shape (W,)
         Rest-frame Angstrom, increasing.
     zred : ndarray of shape (N,)
+    lines : tuple of ndarray or None
+        :func:`line_coefficients` of ``wave``, if already computed.
 
     Returns
     -------
@@ -58,7 +66,7 @@ def igm_tau(wave, zred):
     wave = np.asarray(wave, dtype=float)
     z1 = 1.0 + np.asarray(zred, dtype=float)[:, None]
     lnobs = np.log(wave)[None, :] + np.log(z1)
-    lines, metal = _line_coefficients(wave)
+    lines, metal = line_coefficients(wave) if lines is None else lines
     tau = lines * np.exp(3.46 * lnobs) + metal * np.exp(1.68 * lnobs)
     sel = wave <= LYMAN_LIMIT
     if sel.any():
@@ -76,7 +84,7 @@ def igm_tau(wave, zred):
     return tau
 
 
-def igm_transmission(wave, zred, igm_factor=1.0):
+def igm_transmission(wave, zred, igm_factor=1.0, lines=None):
     """exp(-igm_factor * tau); ones where ``zred <= 0``.
 
     Returns
@@ -84,6 +92,6 @@ def igm_transmission(wave, zred, igm_factor=1.0):
     ndarray of shape (N, W)
     """
     zred = np.asarray(zred, dtype=float)
-    tau = igm_tau(wave, np.maximum(zred, 0.0))
+    tau = igm_tau(wave, np.maximum(zred, 0.0), lines=lines)
     factor = np.broadcast_to(np.asarray(igm_factor, dtype=float), zred.shape)
     return np.exp(-(factor * (zred > 0))[:, None] * tau)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import sfh as _sfh
 from .dust import birth_cloud_tau, diffuse_tau
-from .igm import LYMAN_WAVE, igm_transmission
+from .igm import LYMAN_WAVE, igm_transmission, line_coefficients
 
 __all__ = ["SpectralKernel"]
 
@@ -42,6 +42,8 @@ class SpectralKernel:
         self.ssp = library.spectra if spectra is None else np.ascontiguousarray(
             spectra, dtype=np.float32)
         self._n_lya = int(np.searchsorted(self.wave, LYMAN_WAVE[0], side="right"))
+        self._igm_lines = line_coefficients(self.wave[:self._n_lya])
+        self._dust_curves = {}
 
     # -- weights ---------------------------------------------------------
     def metallicity_weights(self, logzsol):
@@ -62,45 +64,75 @@ class SpectralKernel:
 
     def surviving_fraction(self, weights, zlo, zfrac):
         """Surviving stellar mass per mass formed, (N,)."""
-        m = self.ssp_mfrac
-        per_age = (1.0 - zfrac)[:, None] * m[zlo] + zfrac[:, None] * m[zlo + 1]
-        return np.einsum("na,na->n", weights, per_age)
+        per_z = weights @ self.ssp_mfrac.T                    # (N, Z): one GEMM
+        rows = np.arange(len(weights))
+        return (1.0 - zfrac) * per_z[rows, zlo] + zfrac * per_z[rows, zlo + 1]
 
     # -- spectra ---------------------------------------------------------
     def _sum_ssps(self, weights, zlo, zfrac, n_age=None):
-        """sum_a w_a [(1 - f) L_lo,a + f L_hi,a] as float32 (N, W)."""
-        n_age = weights.shape[1] if n_age is None else n_age
+        """sum_a w_a [(1 - f) L_lo,a + f L_hi,a] as float32 (N, W).
+
+        Only the ages up to the oldest one with non-zero weight are read
+        (the grid is 26 MB per metallicity pair at native sampling).
+        """
+        if n_age is None:
+            n_age = int(np.max(np.nonzero(weights.any(axis=0))[0], initial=0)) + 1
         out = np.empty((len(weights), self.ssp.shape[2]), dtype=np.float32)
         for k in np.unique(zlo):
             rows = np.nonzero(zlo == k)[0]
             w = weights[rows, :n_age].astype(np.float32)
             f = zfrac[rows, None].astype(np.float32)
-            if n_age == self.ssp.shape[1]:
-                w2 = np.concatenate([w * (1 - f), w * f], axis=1)
-                out[rows] = w2 @ self.ssp[k:k + 2].reshape(2 * n_age, -1)
-            else:
-                out[rows] = (w * (1 - f)) @ self.ssp[k, :n_age] + (w * f) @ self.ssp[k + 1, :n_age]
+            part = (w * (1 - f)) @ self.ssp[k, :n_age]
+            if np.any(f > 0):
+                part += (w * f) @ self.ssp[k + 1, :n_age]
+            out[rows] = part
         return out
 
     def stellar(self, batch):
-        """Dust-free pieces: (total, young or None, mfrac, weights).
+        """Dust-free pieces: (rest, young or None, mfrac, weights).
 
-        ``total`` and ``young`` are float32 (N, W) in Lsun/Hz per Msun formed.
+        ``young`` is the light of stars younger than ``10**dust_tesc`` yr
+        (None when no object has ``dust1 > 0``) and ``rest`` that of all
+        other stars (all stars when ``young`` is None); both float32 (N, W)
+        in Lsun/Hz per Msun formed.  Summing them separately (rather than
+        subtracting the young part from the total) keeps the birth-cloud
+        attenuated far UV free of cancellation.
         """
         zlo, zfrac = self.metallicity_weights(batch.logzsol)
         weights, young_w = self.age_weights(batch)
-        total = self._sum_ssps(weights, zlo, zfrac)
-        young = None
+        young, rest_w = None, weights
         if young_w is not None:
             n_age = int(np.max(np.nonzero(young_w.any(axis=0))[0], initial=-1)) + 1
             if n_age > 0:
                 young = self._sum_ssps(young_w, zlo, zfrac, n_age=n_age)
-        return total, young, self.surviving_fraction(weights, zlo, zfrac), weights
+                rest_w = np.clip(weights - young_w, 0.0, None)
+        rest = self._sum_ssps(rest_w, zlo, zfrac)
+        return rest, young, self.surviving_fraction(weights, zlo, zfrac), weights
+
+    def diffuse_transmission(self, batch, wave=None):
+        """exp(-tau_diffuse), float64 (N, W).
+
+        When ``dust_index`` is the same for every object (or irrelevant,
+        ``dust_type=2``) the optical depth is ``dust2`` times one curve,
+        computed once per (dust_type, dust_index) and cached.
+        """
+        wave = self.wave if wave is None else wave
+        index = np.asarray(batch.dust_index, dtype=float)
+        if wave is self.wave and (batch.dust_type == 2 or np.all(index == index[0])):
+            key = (batch.dust_type, 0.0 if batch.dust_type == 2 else float(index[0]))
+            base = self._dust_curves.get(key)
+            if base is None:
+                if len(self._dust_curves) > 16:
+                    self._dust_curves.clear()
+                base = self._dust_curves[key] = diffuse_tau(batch.dust_type, wave, np.ones(1),
+                                                            index[:1])[0]
+            return np.exp(-np.asarray(batch.dust2, dtype=float)[:, None] * base[None, :])
+        return np.exp(-diffuse_tau(batch.dust_type, wave, batch.dust2, batch.dust_index))
 
     def attenuation(self, batch, wave=None):
         """Diffuse (N, W) and birth-cloud (N, W) transmissions (the latter None if dust1 == 0)."""
+        diffuse = self.diffuse_transmission(batch, wave)
         wave = self.wave if wave is None else wave
-        diffuse = np.exp(-diffuse_tau(batch.dust_type, wave, batch.dust2, batch.dust_index))
         birth = None
         if np.any(batch.dust1 > 0):
             birth = np.exp(-birth_cloud_tau(wave, batch.dust1, batch.dust1_index))
@@ -120,13 +152,13 @@ class SpectralKernel:
         mfrac : ndarray of shape (N,)
             Surviving stellar mass / mass formed.
         """
-        total, young, mfrac, _ = self.stellar(batch)
-        spec = total.astype(float)
+        rest, young, mfrac, _ = self.stellar(batch)
         diffuse, birth = self.attenuation(batch)
-        if young is not None and birth is not None:
-            spec += young * (birth - 1.0)
-        spec *= diffuse
+        spec = rest * diffuse                       # float64
+        if young is not None:
+            spec += young * (diffuse if birth is None else diffuse * birth)
         if batch.igm and np.any(batch.zred > 0) and self._n_lya > 0:
             n = self._n_lya
-            spec[:, :n] *= igm_transmission(self.wave[:n], batch.zred, batch.igm_factor)
+            spec[:, :n] *= igm_transmission(self.wave[:n], batch.zred, batch.igm_factor,
+                                            lines=self._igm_lines)
         return spec, mfrac

@@ -36,13 +36,18 @@ spacing ``delta`` shared by the rest and observed frames:
    tabulated in z), 10 pc at z=0.
 
 One lattice bin edge sits exactly at Ly-alpha (1215.67 AA rest) so the IGM
-step there is not smeared.  Defaults (``resolution=200``, ``n_moments=3``,
-outliers on a ``fine_resolution=1000`` lattice with 2 moments) agree with
-``SpecModel.predict`` on the native grid to 8e-4 mag max over 1,000 prior
-draws of the demo model (DES grizY, delayed tau, z <= 3; 3.5e-4 or less in
-g, r, z, Y without the outliers in i); ``bench/bench_sps.py`` prints the
-numbers.
+step there is not smeared.  Defaults (``resolution=200``, ``n_moments=3``;
+outliers on a ``fine_resolution=2000`` lattice of bin means) agree with
+``SpecModel.predict`` on the native grid to 7.3e-4 mag max over the 1,000
+prior draws of the demo model in ``tests/unit/test_sps_grid.py`` (DES grizY,
+delayed tau, z <= 3; per band 6.7, 6.0, 7.3, 3.6, 3.4 e-4), the remainder
+being the filters' kinks within a bin.  Measured alternatives (same draws):
+bin means only need R=1000 for 6e-4; R=300 with 2 moments 1.9e-3 before
+the outliers were split off.  ``bench/bench_sps.py`` prints speed and
+agreement.
 """
+
+import copy
 
 import numpy as np
 
@@ -87,7 +92,7 @@ class PhotometryKernel:
     """
 
     def __init__(self, library, filters, resolution=200.0, group=8, n_sub=8,
-                 n_moments=3, fine_resolution=1000.0, fine_group=16, fine_moments=2,
+                 n_moments=3, fine_resolution=2000.0, fine_group=16, fine_moments=1,
                  outlier=0.15):
         self.library = library
         self.filters = list(getattr(filters, "filters", filters))
@@ -118,17 +123,53 @@ class PhotometryKernel:
 
     def photometry(self, batch):
         """Maggies (N, B) and surviving mass fractions (N,) of a checked :class:`Batch`."""
-        kern = self.coarse.kernel
-        zlo, zfrac = kern.metallicity_weights(batch.logzsol)
-        weights, young = kern.age_weights(batch)
-        mfrac = kern.surviving_fraction(weights, zlo, zfrac)
-        # float32 weights with the metallicity interpolation folded in: (N, 2, A)
-        w32 = _pair_weights(weights, zfrac)
-        y32 = None if young is None or not np.any(batch.dust1 > 0) else _pair_weights(young, zfrac)
+        w32, y32, zlo, mfrac = self._weights(batch)
         out = self.coarse.fluxes(batch, w32, y32, zlo)
         for band, lattice in self.fine:
             out[:, band] += lattice.fluxes(batch, w32, y32, zlo)[:, 0]
         return out * self.flux_norm(batch, mfrac)[:, None], mfrac
+
+    def _weights(self, batch, chunk=2048):
+        """SSP weights as float32 (N, 2, A) with the metallicity interpolation folded in.
+
+        Computed ``chunk`` objects at a time, so that the float64 temporaries
+        of the SFH integrals stay small (whole-batch temporaries of N x A
+        doubles cost more in page faults than in arithmetic).
+
+        Returns
+        -------
+        w32, young32 : ndarray of shape (N, 2, A), float32 (young32 None without dust1)
+        zlo : ndarray of shape (N,)
+        mfrac : ndarray of shape (N,)
+        """
+        kern = self.coarse.kernel
+        n, n_age = batch.n, len(kern.ages)
+        need_young = bool(np.any(batch.dust1 > 0))
+        w32 = np.empty((n, 2, n_age), dtype=np.float32)
+        y32 = np.empty((n, 2, n_age), dtype=np.float32) if need_young else None
+        zlo = np.empty(n, dtype=int)
+        mfrac = np.empty(n)
+        for start in range(0, n, chunk):
+            sl = slice(start, min(start + chunk, n))
+            part = _slice_batch(batch, sl)
+            lo, frac = kern.metallicity_weights(part.logzsol)
+            weights, young = kern.age_weights(part, need_young=need_young)
+            zlo[sl] = lo
+            mfrac[sl] = kern.surviving_fraction(weights, lo, frac)
+            _pair_weights(weights, frac, out=w32[sl])
+            if need_young:
+                _pair_weights(young, frac, out=y32[sl])
+        return w32, y32, zlo, mfrac
+
+
+def _slice_batch(batch, sl):
+    """A shallow copy of ``batch`` with every per-object array restricted to ``sl``."""
+    part = copy.copy(batch)
+    for key, value in vars(batch).items():
+        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] == batch.n:
+            setattr(part, key, value[sl])
+    part.n = len(range(*sl.indices(batch.n)))
+    return part
 
 
 class _Curve:
@@ -327,11 +368,14 @@ def _attenuation(sub, wave):
     return np.exp(-diffuse_tau(sub.dust_type, wave, sub.dust2, index)).astype(np.float32)
 
 
-def _pair_weights(weights, zfrac):
+def _pair_weights(weights, zfrac, out=None):
     """(N, 2, A) float32: the weights of the lower and upper bracketing metallicity."""
     w = weights.astype(np.float32)
     f = zfrac.astype(np.float32)[:, None]
-    return np.stack([w * (1 - f), w * f], axis=1)
+    out = np.empty((len(w), 2, w.shape[1]), dtype=np.float32) if out is None else out
+    np.multiply(w, 1 - f, out=out[:, 0])
+    np.multiply(w, f, out=out[:, 1])
+    return out
 
 
 def _legendre(q, x):

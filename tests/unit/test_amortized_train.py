@@ -105,3 +105,14 @@ def test_refuses_a_simulation_file_that_does_not_match(toy, simfile, tmp_path):
         train(str(tmp_path / "nope.h5"), toy.problem, toy.noise, ck, TINY, quiet=True)
     with pytest.raises(UsageError, match="not a free parameter"):
         train(simfile, toy.problem, toy.noise, ck, dict(TINY, condition=["zred"]), quiet=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_trains_on_cuda_and_loads_on_cpu(toy, simfile, tmp_path):
+    ck = train(simfile, toy.problem, toy.noise, str(tmp_path / "f.pt"),
+               dict(TINY, epochs=1, device="cuda"), quiet=True)
+    post = AmortizedPosterior.from_checkpoint(ck, device="cpu")
+    theta, _ = post.sample(np.full((2, 3), 1e-9), np.full((2, 3), 5e-11),
+                           np.zeros((2, 3), bool), None, 5)
+    assert theta.shape == (2, 5, 2)
