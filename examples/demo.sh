@@ -18,7 +18,7 @@ step "2/4 classical fit of the mock galaxy (dynesty, master + 2 workers)"
 fit=$(mpiexec -n 3 python "$PARAMS" --dynesty --nested_nlive_init 200 --outfile "$BASE" --overwrite | tail -n 1)
 
 step "3/4 train the amortised posterior on the simulations"
-flow=$(python "$PARAMS" --train --simfile "$sims" --epochs 30 --outfile "$BASE" --overwrite | tail -n 1)
+flow=$(python "$PARAMS" --train --simfile "$sims" --epochs 30 --n_validate 500 --outfile "$BASE" --overwrite | tail -n 1)
 
 step "4/4 amortised posterior of the same galaxy"
 post=$(python "$PARAMS" --infer --checkpoint "$flow" --n_draws 1000 --outfile "$BASE" --overwrite | tail -n 1)

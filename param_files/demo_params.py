@@ -98,6 +98,13 @@ def build_noise(**run_params):
     return None, None
 
 
+def build_obs_noise(obs=None, **run_params):
+    """Noise for training data: DES depths (scattered by 0.2 mag between fields) + floor."""
+    from prospect_sim.amortized.noise import DepthNoise
+    return DepthNoise(depths=[DEPTH_10SIGMA[f] for f in FILTERS], nsigma=10,
+                      floor=ERROR_FLOOR, depth_scatter=0.2)
+
+
 if __name__ == "__main__":
     from prospect_sim import main
     main()

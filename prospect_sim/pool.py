@@ -195,7 +195,7 @@ class SerialPool(_Pool):
 
 
 def _one_blas_thread():
-    """One BLAS thread per process when the work is spread over processes.
+    """One BLAS thread per process (serial runs included).
 
     With as many processes as cores, multi-threaded OpenBLAS oversubscribes
     them: on the 2-core development machine the demo likelihood took 20 ms
@@ -453,8 +453,7 @@ def open_pool(run_params, build):
                 yield pool
             return
     workers = int(run_params.get("workers") or 1)
-    if workers > 1:
-        _one_blas_thread()
+    _one_blas_thread()  # serial too: GridSPS's small matrix products lose to BLAS threading
     _set_ingredients(build())
     try:
         if workers > 1:
