@@ -103,18 +103,24 @@ class CatalogSource:
         self.cat.close()
 
 
-def run(ingredients, pool=None):
-    """The ``--infer`` mode: returns the posterior file path written."""
-    rp = ingredients.run_params
-    opts = {k: options.get(rp, k) for k in options.DEFAULTS}
-    checkpoint = path_for(rp, "flow")
+def load_matching_checkpoint(ingredients):
+    """``(path, checkpoint)`` named by the run, refused if trained for another param file."""
+    checkpoint = path_for(ingredients.run_params, "flow")
     ckpt = load_checkpoint(checkpoint, InferenceError)
     diff = spec.differences(spec.model_problem(ingredients.model, ingredients.obs),
                             ckpt["problem"], what=f"checkpoint {checkpoint!r}")
     if diff:
-        raise InferenceError(f"the checkpoint was trained for another param file: "
+        raise InferenceError("the checkpoint was trained for another param file: "
                              + "; ".join(diff) + ". Train this param file (--train) or name "
                              "its checkpoint with --checkpoint")
+    return checkpoint, ckpt
+
+
+def run(ingredients, pool=None):
+    """The ``--infer`` mode: returns the posterior file path written."""
+    rp = ingredients.run_params
+    opts = {k: options.get(rp, k) for k in options.DEFAULTS}
+    checkpoint, ckpt = load_matching_checkpoint(ingredients)
     want = list(opts["condition"] or [])
     if want and want != list(ckpt["conditions"]):
         raise UsageError(f"--condition {want}: the checkpoint was trained with conditions "

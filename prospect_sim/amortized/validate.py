@@ -26,6 +26,7 @@ from ..errors import InferenceError, UsageError
 from . import diagnostics, options, spec
 from ._paths import path_for
 from .data import SimulationData
+from .infer import load_matching_checkpoint
 from .posterior import AmortizedPosterior, load_checkpoint
 
 __all__ = ["run", "validate", "report_paths"]
@@ -45,13 +46,7 @@ def run(ingredients, pool=None):
     """The ``--validate`` mode: returns the JSON report path."""
     rp = ingredients.run_params
     opts = {k: options.get(rp, k) for k in options.DEFAULTS}
-    checkpoint = path_for(rp, "flow")
-    ckpt = load_checkpoint(checkpoint, InferenceError)
-    diff = spec.differences(spec.model_problem(ingredients.model, ingredients.obs),
-                            ckpt["problem"], what=f"checkpoint {checkpoint!r}")
-    if diff:
-        raise InferenceError("the checkpoint was trained for another param file: "
-                             + "; ".join(diff))
+    checkpoint, _ = load_matching_checkpoint(ingredients)
     return validate(checkpoint, path_for(rp, "sims"), opts, quiet=bool(rp.get("quiet")))
 
 
