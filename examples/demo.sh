@@ -15,7 +15,7 @@ step "1/4 simulate 200,000 prior draws"
 sims=$(python "$PARAMS" --simulate --n_samples 200000 --workers 2 --outfile "$BASE" --overwrite | tail -n 1)
 
 step "2/4 classical fit of the mock galaxy (dynesty, master + 2 workers)"
-fit=$(mpiexec -n 3 python "$PARAMS" --dynesty --nested_nlive_init 200 --outfile "$BASE" --overwrite | tail -n 1)
+fit=$(mpiexec -n 3 python "$PARAMS" --dynesty --outfile "$BASE" --overwrite | tail -n 1)
 
 step "3/4 train the amortised posterior on the simulations"
 flow=$(python "$PARAMS" --train --simfile "$sims" --epochs 30 --n_validate 500 --outfile "$BASE" --overwrite | tail -n 1)
