@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from .errors import ParamFileError, ProspectSimError, UsageError
+from .outputs import fit_kind
 
 __all__ = ["get_parser", "main", "tool_main", "MODES"]
 
@@ -159,14 +160,6 @@ def selected_mode(run_params):
         names = [f"--{m}" for m in chosen if m != "fit"] + [f"--{f}" for f in fitters]
         raise UsageError(f"{' and '.join(names)} were given together; run one mode at a time")
     return chosen[0]
-
-
-def fit_kind(run_params):
-    """Output kind of a fit: ``dynesty``, ``emcee`` or ``optimize``."""
-    for kind in ("dynesty", "emcee", "optimize"):
-        if run_params.get(kind):
-            return kind
-    raise UsageError("no fitter given; choose --dynesty, --emcee or --optimize")
 
 
 def _output_kind(mode, run_params):

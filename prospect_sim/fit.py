@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import outputs
+from .outputs import fit_kind
 from . import pool as _pool
 from .errors import FitError, ProspectSimError
 
@@ -49,14 +50,6 @@ DERIVED = ("mfrac", "total_mass", "stellar_mass")
 #: run_params keys that fit_model takes as positional arguments or that we set.
 _NOT_FIT_KWARGS = ("obs", "model", "sps", "noise", "lnprobfn", "pool", "queue_size",
                    "optimize", "emcee", "dynesty", "hfile", "initial_positions")
-
-
-def fit_kind(run_params):
-    """``"dynesty"``, ``"emcee"`` or ``"optimize"``: the output this fit writes."""
-    for kind in ("dynesty", "emcee", "optimize"):
-        if run_params.get(kind):
-            return kind
-    raise FitError("no fitter selected; pass --dynesty, --emcee or --optimize")
 
 
 def run(ingredients, pool):

@@ -160,3 +160,11 @@ def atomic_path(path):
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def fit_kind(run_params):
+    """Output kind of a fit: ``"dynesty"``, ``"emcee"`` or ``"optimize"``."""
+    for kind in ("dynesty", "emcee", "optimize"):
+        if run_params.get(kind):
+            return kind
+    raise UsageError("no fitter given; choose --dynesty, --emcee or --optimize")
