@@ -20,7 +20,6 @@ simulations; this script only measures. Nothing is asserted.
 """
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -28,15 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
+from prospect_sim.paramfile import load as load_paramfile
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "param_files" / "demo_params.py"
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("demo_params", DEMO)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod, mod.build_model(), mod.build_obs(), mod.build_sps()
+    """Model, obs and sps of the demo parameter file, built with its defaults."""
+    ingredients = load_paramfile(DEMO).build({})
+    return ingredients.model, ingredients.obs, ingredients.sps
 
 
 def _quantiles(samples, weights, qs=(0.16, 0.5, 0.84)):
@@ -82,7 +82,7 @@ def main(argv=None):
 
     if a.n_mocks <= 0:
         return 0
-    mod, model, obs, sps = _demo()
+    model, obs, sps = _demo()
     ckpt = load_checkpoint(a.checkpoint)
     post = AmortizedPosterior.from_checkpoint(ckpt)
     rw = Reweighter(model, sps, obs, ckpt["problem"])

@@ -22,7 +22,6 @@ spread. Nothing is asserted here.
 """
 
 import argparse
-import importlib.util
 import os
 import subprocess
 import sys
@@ -32,16 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
+from prospect_sim.paramfile import load as load_paramfile
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "param_files" / "demo_params.py"
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("demo_params", DEMO)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    model, obs, sps = mod.build_model(), mod.build_obs(), mod.build_sps()
-    return mod, model, obs, sps
+    """Model, obs and sps of the demo parameter file, built with its defaults."""
+    ingredients = load_paramfile(DEMO).build({})
+    return ingredients.model, ingredients.obs, ingredients.sps
 
 
 def _checkpoint(path, flow, model, obs, noise):
@@ -90,7 +89,7 @@ def main(argv=None):
     from prospect_sim.amortized.noise import default_noise
     from prospect_sim.amortized.posterior import AmortizedPosterior, load_checkpoint
 
-    mod, model, obs, sps = _demo()
+    model, obs, sps = _demo()
     noise = default_noise(obs)
     tmp = tempfile.mkdtemp(prefix="bench_infer_")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
