@@ -345,7 +345,8 @@ def predict_batch(model, sps, obs, theta, path="auto"):
     model : prospect.models.SpecModel
     sps : sps object
         With ``get_galaxy_spectrum`` (reference path) and, for the fast path,
-        ``photometry(params, filters)`` and ``sfh_properties(params)``.
+        ``photometry(params, filters)`` and ``sfh_properties(params)``, or
+        ``photometry_and_properties(params, filters)`` doing both in one pass.
     obs : dict
         Prospector obs dict; ``obs['filters']`` sets the bands.
     theta : ndarray (N, D)
@@ -364,14 +365,19 @@ def predict_batch(model, sps, obs, theta, path="auto"):
         path = "fast" if has_fast_path(sps) else "reference"
     params = batch_params(model, theta)
     with np.errstate(all="ignore"):
-        if path == "fast":
+        props = None
+        if path == "fast" and callable(getattr(sps, "photometry_and_properties", None)):
+            phot, props = sps.photometry_and_properties(params, obs["filters"])
+            mfrac = props["mfrac"]
+        elif path == "fast":
             phot, mfrac = sps.photometry(params, obs["filters"])
         elif path == "reference":
             phot, mfrac = _predict_rows(model, sps, obs, theta)
         else:
             raise ValueError(f"path must be 'auto', 'fast' or 'reference', got {path!r}")
-        props = (sps.sfh_properties(params) if callable(getattr(sps, "sfh_properties", None))
-                 else sfh_properties(params))
+        if props is None:
+            props = (sps.sfh_properties(params) if callable(getattr(sps, "sfh_properties", None))
+                     else sfh_properties(params))
         mfrac = np.asarray(mfrac, dtype=float).reshape(len(theta))
         extras = {"mfrac": mfrac,
                   "stellar_mass": _stellar_mass(params, mfrac),

@@ -22,7 +22,8 @@ younger than ``10**dust_tesc`` yr (FSPS default 7.0, i.e. 10 Myr).
 
 import numpy as np
 
-__all__ = ["DUST_TYPES", "calzetti_k", "drude_bump", "diffuse_tau", "birth_cloud_tau"]
+__all__ = ["DUST_TYPES", "calzetti_k", "drude_bump", "diffuse_tau", "diffuse_tau_at",
+           "birth_cloud_tau"]
 
 #: Supported FSPS dust_type codes.
 DUST_TYPES = {0: "power law", 2: "Calzetti (2000)", 4: "Kriek & Conroy (2013)"}
@@ -50,10 +51,9 @@ def calzetti_k(wave):
     red = (1.17 * (-1.857 + 1.040 * x) + 1.78) / 0.44
     k = np.where(np.asarray(wave) <= 6300.0, blue, red)
     # FSPS zeroes the curve from the first wavelength where it turns negative
-    neg = np.nonzero(k <= 0)[0]
-    if len(neg):
-        k[neg[0]:] = 0.0
-    return k
+    # (31 um); it never turns positive again, so clipping is the same thing
+    # and works for unsorted wavelengths too
+    return np.maximum(k, 0.0)
 
 
 def drude_bump(wave, amplitude, center=2175.0, width=350.0):
@@ -70,9 +70,12 @@ def drude_bump(wave, amplitude, center=2175.0, width=350.0):
     -------
     ndarray of shape (N, W)
     """
-    wave = np.asarray(wave, dtype=float)
-    shape = (wave * width)**2 / ((wave**2 - center**2)**2 + (wave * width)**2)
-    return np.asarray(amplitude, dtype=float)[:, None] * shape[None, :]
+    wave = np.asarray(wave, dtype=float)[None, :]
+    return _drude(wave, np.asarray(amplitude, dtype=float)[:, None], center, width)
+
+
+def _drude(wave, amplitude, center=2175.0, width=350.0):
+    return amplitude * (wave * width)**2 / ((wave**2 - center**2)**2 + (wave * width)**2)
 
 
 def diffuse_tau(dust_type, wave, dust2, dust_index):
@@ -90,19 +93,38 @@ def diffuse_tau(dust_type, wave, dust2, dust_index):
     -------
     ndarray of shape (N, W)
     """
-    wave = np.asarray(wave, dtype=float)
-    dust2 = np.asarray(dust2, dtype=float)[:, None]
+    return _tau(dust_type, np.asarray(wave, dtype=float)[None, :],
+                np.asarray(dust2, dtype=float)[:, None],
+                np.asarray(dust_index, dtype=float)[:, None])
+
+
+def diffuse_tau_at(dust_type, wave, dust2, dust_index):
+    """Optical depth of the diffuse dust at one rest wavelength per object.
+
+    Parameters
+    ----------
+    dust_type : int
+    wave, dust2, dust_index : ndarray of shape (N,)
+        Rest-frame Angstrom, one per object.
+
+    Returns
+    -------
+    ndarray of shape (N,)
+    """
+    return _tau(dust_type, np.asarray(wave, dtype=float), np.asarray(dust2, dtype=float),
+                np.asarray(dust_index, dtype=float))
+
+
+def _tau(dust_type, wave, dust2, index):
+    """:func:`diffuse_tau` on arrays that broadcast together."""
     if dust_type == 0:
-        return dust2 * np.exp(np.asarray(dust_index, dtype=float)[:, None]
-                              * np.log(wave / LAMBDA_V)[None, :])
-    k = calzetti_k(wave)[None, :]
+        return dust2 * np.exp(index * np.log(wave / LAMBDA_V))
+    k = calzetti_k(wave)
     if dust_type == 2:
         return dust2 * (k / R_V)
     if dust_type == 4:
-        index = np.asarray(dust_index, dtype=float)
-        bump = drude_bump(wave, 0.85 - 1.9 * index)
-        slope = np.exp(index[:, None] * np.log(wave / LAMBDA_V)[None, :])
-        return dust2 * (k + bump) / R_V * slope
+        slope = np.exp(index * np.log(wave / LAMBDA_V))
+        return dust2 * (k + _drude(wave, 0.85 - 1.9 * index)) / R_V * slope
     raise ValueError(f"unsupported dust_type {dust_type}")
 
 

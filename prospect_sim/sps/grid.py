@@ -184,13 +184,29 @@ class GridSPS:
         maggies : ndarray of shape (N, B)
         mfrac : ndarray of shape (N,)
         """
-        from .photometry import PhotometryKernel
         batch = normalize(params, self._library, warned=self._warned)
+        return self._photometry_kernel(filters).photometry(batch)
+
+    def photometry_and_properties(self, params, filters):
+        """:meth:`photometry` and :meth:`sfh_properties` in one pass (shared SFH weights).
+
+        Returns
+        -------
+        maggies : ndarray of shape (N, B)
+        properties : dict of ndarray of shape (N,)
+            As :meth:`sfh_properties`.
+        """
+        batch = normalize(params, self._library, warned=self._warned)
+        maggies, summary = self._photometry_kernel(filters).photometry_and_summary(batch)
+        return maggies, self._properties(batch, summary["mfrac"], summary["mwa"])
+
+    def _photometry_kernel(self, filters):
+        from .photometry import PhotometryKernel
         names = tuple(_filter_names(filters))
         kernel = self._photometry.get(names)
         if kernel is None:
             kernel = self._photometry[names] = PhotometryKernel(self._library, filters)
-        return kernel.photometry(batch)
+        return kernel
 
     def sfh_properties(self, params):
         """Star-formation-history summaries of N objects.
@@ -208,11 +224,15 @@ class GridSPS:
         zlo, zfrac = kernel.metallicity_weights(batch.logzsol)
         weights, _ = kernel.age_weights(batch, need_young=False)
         mfrac = kernel.surviving_fraction(weights, zlo, zfrac)
+        return self._properties(batch, mfrac, weights @ kernel.ages / 1e9)
+
+    @staticmethod
+    def _properties(batch, mfrac, mwa):
+        """The :meth:`sfh_properties` dict from mfrac and the weighted mean SSP age (Gyr)."""
         rate = _sfh.sfr_average(batch.sfh, 1e8, tage=batch.tage, tau=batch.tau,
                                 agebins=getattr(batch, "agebins", None),
                                 bin_mass=getattr(batch, "bin_mass", None))
         mass_formed = batch.mass / mfrac if batch.mstar else batch.mass
-        mwa = weights @ kernel.ages / 1e9
         if batch.sfh == 0:
             mwa = batch.tage.copy()
         return {"mfrac": mfrac, "sfr100": rate * mass_formed, "mwa": mwa}

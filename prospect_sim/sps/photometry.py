@@ -17,34 +17,41 @@ spacing ``delta`` shared by the rest and observed frames:
      the error comes only from the filter's kinks within a bin;
    - the filters' isolated outlier points (a table value far from the mean
      of its neighbours, e.g. DECam ``i`` at 8480 AA and the telluric A band)
-     are split off as narrow triangles and integrated on their own small
-     lattice of ``fine_resolution``; the smooth remainder goes on the coarse one;
+     are split off as narrow triangles; each one's integral against every
+     SSP is tabulated at redshift nodes from an exact lattice of
+     ``fine_resolution`` (:class:`_Spike`); the smooth remainder goes on the
+     coarse lattice;
 
 2. per batch: SFH and metallicity weights (the same :class:`SpectralKernel`
    code as the per-object path), in float32 with the linear-in-log-Z
-   interpolation folded in (``(N, 2, A)``); objects sorted by redshift into
-   groups of ``group`` lattice shifts that share a window of rest-frame
-   bins; per group and metallicity interval two float32 GEMMs
+   interpolation folded in (``(N, 2, A)``), with the surviving mass
+   fraction and mass-weighted age from the same weights; objects sorted by
+   redshift into groups of ``group`` lattice shifts that share a window of
+   rest-frame bins; per group and metallicity interval two float32 GEMMs
    ``(n, A') x (A', K W)`` over the ages ``A'`` that carry weight in the
-   group give the stellar coefficients; the diffuse dust transmission (one
-   curve scaled by ``dust2`` when ``dust_index`` is shared), birth-cloud dust
-   and IGM multiply them at the bin centres; each object's window is taken
-   at its integer shift (a view, one GEMM with ``F`` per shift) and the
-   fractional shift interpolates linearly between sub-bin offsets;
+   group give the stellar coefficients (most of the time); the diffuse
+   dust, as its value and slope across each bin, and birth-cloud dust
+   multiply them in Legendre space (:func:`_times_linear`), the IGM at the
+   bin centres; each object's window is taken at its integer shift (a view,
+   one GEMM with ``F`` per shift) and the fractional shift interpolates
+   linearly between sub-bin offsets; each outlier adds one dot product of
+   the weights with its interpolated table;
 
 3. ``SpecModel.flux_norm`` factors: mass, (1+z), luminosity distance (WMAP9,
    tabulated in z), 10 pc at z=0.
 
 One lattice bin edge sits exactly at Ly-alpha (1215.67 AA rest) so the IGM
-step there is not smeared.  Defaults (``resolution=200``, ``n_moments=3``;
-outliers on a ``fine_resolution=2000`` lattice of bin means) agree with
-``SpecModel.predict`` on the native grid to 7.3e-4 mag max over the 1,000
-prior draws of the demo model in ``tests/unit/test_sps_grid.py`` (DES grizY,
-delayed tau, z <= 3; per band 6.7, 6.0, 7.3, 3.6, 3.4 e-4), the remainder
-being the filters' kinks within a bin.  Measured alternatives (same draws):
-bin means only need R=1000 for 6e-4; R=300 with 2 moments 1.9e-3 before
-the outliers were split off.  ``bench/bench_sps.py`` prints speed and
-agreement.
+step there is not smeared.  Defaults (``resolution=200``, ``n_moments=3``,
+``group=16``; outliers from a ``fine_resolution=2000`` lattice at
+``fine_sub=2`` nodes per bin) agree with ``SpecModel.predict`` on the native
+grid to 6.4e-4 mag max over 4,000 prior draws of the demo model (DES
+grizY, delayed tau, z <= 1.5) and to 7.0e-4 over the 1,000 draws of
+``tests/unit/test_sps_grid.py`` (z <= 3), the remainder being the filters'
+kinks within a bin.  Bands in the Lyman forest (z ~ 5 for DECam g) see the
+IGM only at bin centres and are good to 0.1 mag there, 8 magnitudes or more
+below the red bands.  Measured alternatives (4,000 demo draws):
+``resolution=150..175`` exceeds 1e-3 (1.03-1.07e-3); bin means alone need
+R=1000.  ``bench/bench_sps.py`` prints speed and agreement.
 """
 
 import copy
@@ -53,7 +60,7 @@ import numpy as np
 
 from .igm import LYMAN_WAVE, igm_transmission
 from .kernel import SpectralKernel
-from .dust import birth_cloud_tau, diffuse_tau
+from .dust import LAMBDA_V, birth_cloud_tau, diffuse_tau, diffuse_tau_at
 
 __all__ = ["PhotometryKernel"]
 
@@ -84,21 +91,23 @@ class PhotometryKernel:
         Sub-bin offsets at which the filter integrals are tabulated.
     n_moments : int
         Legendre moments of the spectrum kept per lattice bin (1: bin means).
-    fine_resolution, fine_group, fine_moments : float, int, int
-        Lattice resolution, group size and moments for the filters' outlier points.
+    fine_resolution, fine_sub, fine_moments : float, int, int
+        Lattice resolution, tabulated redshift nodes per lattice bin and
+        moments for the filters' outlier points (:class:`_Spike`).
     outlier : float
         A tabulated transmission further than ``outlier`` times the filter's
         peak from the mean of its two neighbours is an outlier point.
     """
 
-    def __init__(self, library, filters, resolution=200.0, group=8, n_sub=8,
-                 n_moments=3, fine_resolution=2000.0, fine_group=16, fine_moments=1,
+    def __init__(self, library, filters, resolution=200.0, group=16, n_sub=8,
+                 n_moments=3, fine_resolution=2000.0, fine_sub=2, fine_moments=1,
                  outlier=0.15):
         self.library = library
         self.filters = list(getattr(filters, "filters", filters))
         smooth, spikes = _split_curves(self.filters, outlier)
+        self.kernel = SpectralKernel(library)          # SFH and metallicity weights
         self.coarse = _Lattice(library, smooth, resolution, group, n_sub, n_moments)
-        self.fine = [(b, _Lattice(library, [c], fine_resolution, fine_group, n_sub, fine_moments))
+        self.fine = [(b, _Spike(library, c, fine_resolution, fine_sub, fine_moments))
                      for b, c in spikes]
         self._dl_zmax = -1.0
 
@@ -123,11 +132,24 @@ class PhotometryKernel:
 
     def photometry(self, batch):
         """Maggies (N, B) and surviving mass fractions (N,) of a checked :class:`Batch`."""
-        w32, y32, zlo, mfrac = self._weights(batch)
+        maggies, summary = self.photometry_and_summary(batch)
+        return maggies, summary["mfrac"]
+
+    def photometry_and_summary(self, batch):
+        """Maggies (N, B) and the SFH summaries that come free with the weights.
+
+        Returns
+        -------
+        maggies : ndarray of shape (N, B)
+        summary : dict of ndarray of shape (N,)
+            ``mfrac`` (surviving / formed) and ``mwa`` (Gyr, mean SSP age
+            weighted by mass formed).
+        """
+        w32, y32, zlo, summary = self._weights(batch)
         out = self.coarse.fluxes(batch, w32, y32, zlo)
-        for band, lattice in self.fine:
-            out[:, band] += lattice.fluxes(batch, w32, y32, zlo)[:, 0]
-        return out * self.flux_norm(batch, mfrac)[:, None], mfrac
+        for band, spike in self.fine:
+            out[:, band] += spike.fluxes(batch, w32, y32, zlo)
+        return out * self.flux_norm(batch, summary["mfrac"])[:, None], summary
 
     def _weights(self, batch, chunk=2048):
         """SSP weights as float32 (N, 2, A) with the metallicity interpolation folded in.
@@ -140,15 +162,17 @@ class PhotometryKernel:
         -------
         w32, young32 : ndarray of shape (N, 2, A), float32 (young32 None without dust1)
         zlo : ndarray of shape (N,)
-        mfrac : ndarray of shape (N,)
+        summary : dict
+            ``mfrac`` and ``mwa`` (N,), from the float64 weights.
         """
-        kern = self.coarse.kernel
+        kern = self.kernel
         n, n_age = batch.n, len(kern.ages)
         need_young = bool(np.any(batch.dust1 > 0))
         w32 = np.empty((n, 2, n_age), dtype=np.float32)
         y32 = np.empty((n, 2, n_age), dtype=np.float32) if need_young else None
         zlo = np.empty(n, dtype=int)
-        mfrac = np.empty(n)
+        mfrac, mwa = np.empty(n), np.empty(n)
+        ages_gyr = kern.ages / 1e9
         for start in range(0, n, chunk):
             sl = slice(start, min(start + chunk, n))
             part = _slice_batch(batch, sl)
@@ -156,10 +180,11 @@ class PhotometryKernel:
             weights, young = kern.age_weights(part, need_young=need_young)
             zlo[sl] = lo
             mfrac[sl] = kern.surviving_fraction(weights, lo, frac)
+            mwa[sl] = weights @ ages_gyr
             _pair_weights(weights, frac, out=w32[sl])
             if need_young:
                 _pair_weights(young, frac, out=y32[sl])
-        return w32, y32, zlo, mfrac
+        return w32, y32, zlo, {"mfrac": mfrac, "mwa": mwa}
 
 
 def _slice_batch(batch, sl):
@@ -226,8 +251,7 @@ class _Lattice:
         self.y0 = lya + (k0 + 0.5) * self.delta
         self.n_obs = int(np.ceil((np.log(hi) - self.y0) / self.delta)) + 2
         self.response = self._filter_table()               # (K V, (M+1) B) float32
-        self._jmax = -1
-        self._build_lattice(int(np.ceil(np.log(5.0) / self.delta)))
+        self._jmax = -1                # the rest-frame side is built for the redshifts asked
 
     def _filter_table(self, sub=64):
         """Filter moments over lattice bins at M+1 sub-bin offsets, (K V, (M+1) B) float32.
@@ -276,8 +300,7 @@ class _Lattice:
         lib = self.library
         self.moments = _bin_moments(lib.wavelengths, lib.spectra, edges, self.n_moments)
         self.rest_wave = np.exp(centers)
-        # weights and mfrac only: the spectra are never used through it
-        self.kernel = SpectralKernel(lib, wave=self.rest_wave, spectra=self.moments[..., 0])
+        self.rest_edges = np.exp(edges)
         self._n_lya = int(np.searchsorted(self.rest_wave, LYMAN_WAVE[0]))
 
     def fluxes(self, batch, w32, y32, zlo):
@@ -307,16 +330,22 @@ class _Lattice:
         spec = self._stellar(w32[rows], zlo[rows], lo, hi)           # (n, w, K)
         sub = _Sub(batch, rows)
         wave = self.rest_wave[lo:hi]
+        edges = self.rest_edges[lo:hi + 1]
         if y32 is not None and np.any(sub.dust1 > 0):
             ys = self._stellar(y32[rows], zlo[rows], lo, hi)
+            # young stars get (exp(-tau1) - 1) more, linear across each bin
             tau1 = birth_cloud_tau(wave, sub.dust1, sub.dust1_index)
-            spec += ys * np.expm1(-tau1).astype(np.float32)[:, :, None]
-        trans = _attenuation(sub, wave)
+            half1 = _half_step(birth_cloud_tau(edges, sub.dust1, sub.dust1_index))
+            extra = np.expm1(-tau1)
+            spec += _times_linear(ys, extra, -half1 * (extra + 1.0))
+        trans, slope = _attenuation(sub, wave, edges)
         n_blue = max(0, min(self._n_lya, hi) - lo)
         if batch.igm and n_blue > 0 and np.any(sub.zred > 0):
-            trans[:, :n_blue] *= igm_transmission(self.rest_wave[lo:lo + n_blue], sub.zred,
-                                                  sub.igm_factor).astype(np.float32)
-        spec *= trans[:, :, None]
+            igm = igm_transmission(self.rest_wave[lo:lo + n_blue], sub.zred,
+                                   sub.igm_factor).astype(np.float32)
+            trans[:, :n_blue] *= igm
+            slope[:, :n_blue] *= igm
+        spec = _times_linear(spec, trans, slope)
         # place each spectrum at its integer shift and project on all sub-bin offsets
         off = -j - (lo + self.i_min)                 # window column of observed bin 0
         n = len(j)
@@ -359,13 +388,136 @@ class _Lattice:
         return out.reshape(len(w2), hi - lo, K)
 
 
-def _attenuation(sub, wave):
-    """exp(-tau_diffuse) as float32 (n, W); one curve scaled by dust2 when dust_index is shared."""
+class _Spike:
+    """Photometry through one narrow outlier part of a filter curve (see :func:`_split_curves`).
+
+    An outlier is a triangle ~20 AA wide carrying a few 1e-3 of its band's
+    flux, but the spectrum it sees has lines on its own scale.  Its
+    integral against every SSP is tabulated once, from an exact lattice of
+    ``resolution``, at ``n_sub`` redshift nodes per lattice bin (nodes
+    every ``1/(resolution n_sub)`` in ln(1+z)), and interpolated linearly in
+    ln(1+z) per object: a dot product with the SSP weights instead of a
+    spectrum.  Dust, birth-cloud dust and IGM multiply it at the outlier's
+    mean rest wavelength (across ~20 AA they change by well under 1%, of a
+    term that is itself well under 1% of the band).
+    """
+
+    def __init__(self, library, curve, resolution, n_sub, n_moments):
+        self.lattice = _Lattice(library, [curve], resolution, 1, n_sub, n_moments)
+        self.n_sub = int(n_sub)
+        t = np.abs(curve.trans)
+        self.center = float(np.sum(curve.wave * t) / np.sum(t))   # observed Angstrom
+        self.nodes = np.empty((0,) + library.spectra.shape[:2], dtype=np.float32)
+
+    def _tabulate(self, j_max):
+        """SSP integrals at the redshift nodes of shifts ``0 .. j_max - 1``: (j_max M + 1, Z, A)."""
+        lat, M = self.lattice, self.n_sub
+        if j_max >= lat._jmax:
+            lat._build_lattice(j_max + 1)
+        V, K = lat.n_obs, lat.n_moments
+        resp = lat.response.reshape(V, K, M + 1)
+        shifts = np.arange(j_max)
+        table = np.zeros((M + 1,) + lat.moments.shape[:2] + (j_max,), dtype=np.float32)
+        for v in range(V):
+            cols = v - lat.i_min - shifts               # rest column of observed bin v
+            for q in range(K):
+                ssp = lat.moments[:, :, cols, q]        # (Z, A, j_max)
+                for m in range(M + 1):
+                    table[m] += resp[v, q, m] * ssp
+        # node j M + m is shift j + m/M; (j, M) is (j + 1, 0)
+        nodes = np.moveaxis(table[:M], -1, 0).reshape((j_max * M,) + table.shape[1:3])
+        last = np.moveaxis(table[M], -1, 0)[-1:]
+        self.nodes = np.ascontiguousarray(np.concatenate([nodes, last]))
+
+    def fluxes(self, batch, w32, y32, zlo, chunk=2048):
+        """Band flux of the outlier before ``flux_norm``, (N,)."""
+        pos = np.log1p(batch.zred) / self.lattice.delta * self.n_sub
+        need = int(np.floor(pos.max(initial=0.0) / self.n_sub)) + 2
+        if need * self.n_sub >= len(self.nodes):
+            self._tabulate(max(need, int(1.25 * need) + 16))
+        node = np.floor(pos).astype(int)
+        phi = (pos - node).astype(np.float32)
+        pair = zlo[:, None] + np.arange(2)
+        stellar = np.empty(batch.n)
+        young = np.empty(batch.n) if y32 is not None else None
+        for start in range(0, batch.n, chunk):
+            sl = slice(start, start + chunk)
+            lo = self.nodes[node[sl, None], pair[sl]]                   # (n, 2, A)
+            hi = self.nodes[node[sl, None] + 1, pair[sl]]
+            f = phi[sl, None, None]
+            table = lo + f * (hi - lo)
+            stellar[sl] = np.einsum("nza,nza->n", w32[sl], table)
+            if young is not None:
+                young[sl] = np.einsum("nza,nza->n", y32[sl], table)
+        return stellar * self._transmission(batch) if young is None else (
+            (stellar + young * self._birth_cloud(batch)) * self._transmission(batch))
+
+    def _rest_wave(self, batch):
+        return self.center / (1.0 + batch.zred)
+
+    def _transmission(self, batch):
+        """Diffuse dust and IGM at the outlier's rest wavelength, (N,)."""
+        lam = self._rest_wave(batch)
+        trans = np.exp(-diffuse_tau_at(batch.dust_type, lam, batch.dust2, batch.dust_index))
+        if batch.igm:
+            for i in np.flatnonzero((lam < LYMAN_WAVE[0]) & (batch.zred > 0)):
+                trans[i] *= igm_transmission(lam[i:i + 1], batch.zred[i:i + 1],
+                                             batch.igm_factor[i:i + 1])[0, 0]
+        return trans
+
+    def _birth_cloud(self, batch):
+        """exp(-tau1) - 1 at the outlier's rest wavelength, (N,)."""
+        lam = self._rest_wave(batch)
+        return np.expm1(-batch.dust1 * np.exp(batch.dust1_index * np.log(lam / LAMBDA_V)))
+
+
+def _attenuation(sub, wave, edges):
+    """Diffuse dust transmission within each bin as ``T0 + T1 x``, float32 (n, W) each.
+
+    ``x`` runs from -1 to 1 across the bin; ``T0`` is the transmission at
+    the bin centre and ``T1 = -T0 (tau(hi) - tau(lo)) / 2`` its first-order
+    change (the optical depth is close to linear in ln(lambda) across a bin;
+    neglecting the slope cost up to 8e-4 mag in the rest UV of old, dusty
+    populations).  One curve scaled by ``dust2`` when ``dust_index`` is shared.
+    """
     index = sub.dust_index
     if sub.dust_type == 2 or np.all(index == index[0]):
-        base = diffuse_tau(sub.dust_type, wave, np.ones(1), index[:1])[0].astype(np.float32)
-        return np.exp(-sub.dust2.astype(np.float32)[:, None] * base[None, :])
-    return np.exp(-diffuse_tau(sub.dust_type, wave, sub.dust2, index)).astype(np.float32)
+        base = diffuse_tau(sub.dust_type, wave, np.ones(1), index[:1])[0]
+        half = _half_step(diffuse_tau(sub.dust_type, edges, np.ones(1), index[:1]))[0]
+        dust2 = sub.dust2.astype(np.float32)[:, None]
+        trans = np.exp(-dust2 * base.astype(np.float32)[None, :])
+        return trans, trans * (-dust2 * half.astype(np.float32)[None, :])
+    tau = diffuse_tau(sub.dust_type, wave, sub.dust2, index)
+    half = _half_step(diffuse_tau(sub.dust_type, edges, sub.dust2, index))
+    trans = np.exp(-tau)
+    return trans.astype(np.float32), (-half * trans).astype(np.float32)
+
+
+def _half_step(values_at_edges):
+    """Half the change of a quantity across each bin, from its values at the W + 1 edges."""
+    return 0.5 * (values_at_edges[..., 1:] - values_at_edges[..., :-1])
+
+
+def _times_linear(spec, t0, t1):
+    """Legendre moments of ``spec`` times ``t0 + t1 x`` within each bin.
+
+    ``spec`` (n, W, K) holds ``sum_q c_q P_q(x)`` per bin; with
+    ``x P0 = P1``, ``x P1 = (P0 + 2 P2)/3`` and ``x P2 = (2 P1 + 3 P3)/5``
+    the product's first K coefficients follow (the P3 part is dropped; for
+    K = 1 the slope has nothing to act on and only ``t0`` is applied).
+    """
+    K = spec.shape[-1]
+    out = spec * t0[:, :, None]
+    if K >= 2:
+        c0, c1 = spec[..., 0], spec[..., 1]
+        slope_c1 = t1 * c1
+        out[..., 0] += slope_c1 * np.float32(1 / 3)
+        if K == 2:
+            out[..., 1] += t1 * c0
+        else:
+            out[..., 1] += t1 * (c0 + np.float32(2 / 5) * spec[..., 2])
+            out[..., 2] += slope_c1 * np.float32(2 / 3)
+    return out
 
 
 def _pair_weights(weights, zfrac, out=None):

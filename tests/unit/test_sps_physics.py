@@ -155,3 +155,13 @@ def test_igm_matches_madau_1995():
     np.testing.assert_array_equal(trans[1], 1.0)
     # Lyman continuum: strongly absorbed at z = 3
     assert 0.02 < igm.igm_transmission(np.array([800.0]), np.array([3.0]))[0, 0] < 0.1
+
+
+@pytest.mark.parametrize("dust_type", [0, 2, 4])
+def test_dust_at_one_wavelength_per_object_is_the_curve_diagonal(dust_type):
+    rng = np.random.default_rng(0)
+    lam = rng.uniform(900.0, 40000.0, 50)
+    dust2, index = rng.uniform(0.0, 2.0, 50), rng.uniform(-1.0, 0.4, 50)
+    full = dust.diffuse_tau(dust_type, lam, dust2, index)
+    np.testing.assert_allclose(dust.diffuse_tau_at(dust_type, lam, dust2, index),
+                               np.diag(full), rtol=1e-12)
