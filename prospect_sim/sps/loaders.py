@@ -62,7 +62,7 @@ def load_bc03(path=None):
     from astropy.io import fits
     path = path or bc03_path()
     try:
-        with fits.open(path, memmap=False) as hdus:
+        with fits.open(path, memmap=True) as hdus:
             wave = np.array(hdus["WAVELENGTHS_AA"].data, dtype=float)
             ages = np.array(hdus["STELLAR_AGE_YR"].data, dtype=float)
             liv = np.array(hdus["LIV_MSTAR_FRAC"].data, dtype=float)
@@ -103,8 +103,10 @@ def refine_sampling(wave, spectra, cap=10.0, lo=7000.0, hi=30000.0):
     pos = np.searchsorted(wave, new, side="right") - 1
     pos = np.clip(pos, 0, len(wave) - 2)
     frac = ((new - wave[pos]) / (wave[pos + 1] - wave[pos])).astype(np.float32)
-    out = spectra[..., pos] * (1 - frac) + spectra[..., pos + 1] * frac
-    return new, out.astype(np.float32)
+    out = np.empty(spectra.shape[:-1] + (len(new),), dtype=np.float32)
+    for i in np.ndindex(spectra.shape[:-2]):        # one metallicity at a time: small temporaries
+        out[i] = spectra[i][..., pos] * (1 - frac) + spectra[i][..., pos + 1] * frac
+    return new, out
 
 
 def _fsps_cache_path():

@@ -428,6 +428,7 @@ class _Spike:
         nodes = np.moveaxis(table[:M], -1, 0).reshape((j_max * M,) + table.shape[1:3])
         last = np.moveaxis(table[M], -1, 0)[-1:]
         self.nodes = np.ascontiguousarray(np.concatenate([nodes, last]))
+        lat.moments, lat._jmax = None, -1            # rebuilt only if larger redshifts come
 
     def fluxes(self, batch, w32, y32, zlo, chunk=2048):
         """Band flux of the outlier before ``flux_norm``, (N,)."""
