@@ -84,8 +84,8 @@ def build_model(**run_params):
     return SpecModel(params)
 
 
-def build_sps(sps="grid", **run_params):
-    return _select_sps(sps)
+def build_sps(sps_library="grid", **run_params):
+    return _select_sps(sps_library)
 
 
 def build_noise(**run_params):

@@ -63,9 +63,9 @@ def build_model(**run_params):
     return SpecModel(params)
 
 
-def build_sps(sps="grid", **run_params):
+def build_sps(sps_library="grid", **run_params):
     """The embedded BC03 grid by default; ``--sps fsps`` needs $SPS_HOME."""
-    return _select_sps(sps)
+    return _select_sps(sps_library)
 
 
 def photometric_sigma(maggies):

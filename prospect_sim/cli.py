@@ -99,9 +99,12 @@ def get_parser(parents=None):
                         help="random seed (simulation chunks, samplers, training)")
     common.add_argument("--workers", type=int, default=1,
                         help="local worker processes when not under mpiexec")
-    common.add_argument("--sps", choices=["grid", "fsps"], default="grid",
-                        help="stellar populations handed to build_sps: the embedded "
-                             "BC03 grid, or FSPS (needs $SPS_HOME)")
+    # dest is not "sps": a Prospector-style file calls fit_model(obs, model, sps, noise,
+    # **run_params), and a run_params["sps"] would collide with that argument.
+    common.add_argument("--sps", dest="sps_library", choices=["grid", "fsps"], default="grid",
+                        help="stellar populations handed to build_sps as "
+                             "run_params['sps_library']: the embedded BC03 grid, or FSPS "
+                             "(needs $SPS_HOME)")
     common.add_argument("--resume", action="store_true",
                         help="continue an interrupted run (--simulate, --dynesty, --train)")
     common.add_argument("--overwrite", action="store_true",
@@ -339,7 +342,7 @@ def _info(pfile, argv):
     ing = pfile.build(run_params)
     model, obs = ing.model, ing.obs
     lines = [f"parameter file: {pfile.path}",
-             f"sps: {type(ing.sps).__name__} ({run_params.get('sps')})",
+             f"sps: {type(ing.sps).__name__} ({run_params.get('sps_library')})",
              f"free parameters ({model.ndim}):"]
     for name in model.free_params:
         prior = model.config_dict[name].get("prior")

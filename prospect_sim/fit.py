@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 DERIVED = ("mfrac", "total_mass", "stellar_mass")
 
 #: run_params keys that fit_model takes as positional arguments or that we set.
-_NOT_FIT_KWARGS = ("obs", "model", "sps", "noise", "lnprobfn", "pool", "queue_size",
+_NOT_FIT_KWARGS = ("obs", "model", "sps", "sps_library", "noise", "lnprobfn", "pool", "queue_size",
                    "optimize", "emcee", "dynesty", "hfile", "initial_positions")
 
 

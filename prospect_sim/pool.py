@@ -282,25 +282,57 @@ def _set_worker_exit_status(status):
     return status
 
 
-def _poll(comm, source):
-    """Wait for a message without spinning a core (MPICH's blocking calls busy-wait).
+#: Longest sleep between two probes of a waiting rank, in seconds (see :func:`_wait_until`).
+_POLL_MAX_SLEEP = 5e-4
 
-    On a machine with as many ranks as cores, a master spinning in ``recv``
-    takes a core from the workers; a short, growing sleep between probes
-    (50 us up to 2 ms) costs at most that much latency per task.
+
+def _wait_until(ready):
+    """Wait until ``ready()`` is true without spinning a core.
+
+    MPICH's blocking calls busy-wait, and on a machine with as many ranks as
+    cores (or more: master + 2 workers on 2 cores) a spinning rank takes a core
+    from the ranks that compute. Between probes this sleeps 20 us, doubling up
+    to :data:`_POLL_MAX_SLEEP`, so a message is seen at most that late; a
+    waiting rank wakes at most ~2,000 times a second (~10 us of CPU each).
     """
-    from mpi4py import MPI
-    delay = 0.0
-    while not comm.Iprobe(source=source, tag=MPI.ANY_TAG):
+    delay = 2e-5
+    while not ready():
         time.sleep(delay)
-        delay = min(2e-3, 2 * delay or 5e-5)
+        delay = min(_POLL_MAX_SLEEP, 2 * delay)
+
+
+def _poll(comm, source):
+    """Wait for a message from ``source`` (see :func:`_wait_until`)."""
+    from mpi4py import MPI
+    if not comm.Iprobe(source=source, tag=MPI.ANY_TAG):
+        _wait_until(lambda: comm.Iprobe(source=source, tag=MPI.ANY_TAG))
+
+
+def _run_chunk(payload):
+    """Worker side of a chunk of tasks: ``(func_blob, [arg_blob, ...])`` -> one record.
+
+    One message carries many small tasks (e.g. the derived quantities of
+    every posterior sample), so the message latency is paid once per chunk.
+    """
+    func_blob, arg_blobs = payload
+    results = []
+    for arg_blob in arg_blobs:
+        status, value = _run_task((func_blob, arg_blob))
+        if status != "ok":
+            return (status, value)
+        results.append(value)
+    return ("ok", results)
 
 
 def _make_mpi_pool_class():
     from schwimmbad import MPIPool
 
     class _PoliteMPIPool(MPIPool):
-        """schwimmbad's MPIPool whose workers wait with :func:`_poll` (same protocol)."""
+        """schwimmbad's MPIPool whose workers wait politely (same protocol).
+
+        Workers wait for tasks with :func:`_poll` and send results with
+        ``isend`` and :func:`_wait_until` instead of a busy-waiting ``ssend``.
+        """
 
         def wait(self, callback=None):
             from mpi4py import MPI
@@ -313,7 +345,9 @@ def _make_mpi_pool_class():
                 if task is None:
                     break
                 func, arg = task
-                self.comm.ssend(func(arg), self.master, status.tag)
+                # schwimmbad's ssend would busy-wait until the master receives
+                request = self.comm.isend(func(arg), self.master, status.tag)
+                _wait_until(request.Test)
             if callback is not None:
                 callback()
 
@@ -323,40 +357,51 @@ def _make_mpi_pool_class():
 class MPIWorkPool(_Pool):
     """The master's side of schwimmbad's ``MPIPool`` (rank 0; ``size`` = ranks - 1).
 
-    Tasks go out with schwimmbad's protocol (``(func, arg)`` tagged with a
-    slot number, answered with the same tag), at most ``per_worker`` per
-    rank at a time, so memory stays bounded whatever the number of tasks.
+    Messages go out with schwimmbad's protocol (``(func, arg)`` tagged with a
+    slot number, answered with the same tag), at most a fixed number per rank
+    at a time, so memory stays bounded whatever the number of tasks.
+    ``map`` sends a long list of tasks in chunks (:data:`CHUNKS_PER_WORKER`
+    per rank) and keeps two messages queued at each rank, so a rank starts its
+    next chunk without waiting for the master; ``imap_unordered`` sends one
+    task per message and one message per rank at a time.
     """
 
     kind = "mpi"
 
-    def __init__(self, pool, per_worker=1):
+    #: ``map`` of n tasks sends chunks of ``ceil(n / (CHUNKS_PER_WORKER * size))`` tasks.
+    CHUNKS_PER_WORKER = 8
+
+    def __init__(self, pool):
         self._pool = pool
         self.size = pool.size
-        self._per_worker = per_worker
 
     @property
     def comm(self):
         return self._pool.comm
 
-    def _dispatch(self, func, tasks):
-        """Yield ``(index, result)`` as results arrive; raise WorkerError after draining."""
+    def _dispatch(self, messages, per_worker):
+        """Send ``(runner, payload)`` messages; yield ``(index, result)`` as results arrive.
+
+        Raises WorkerError with the first worker's message, after every
+        pending reply has been received.
+        """
         from mpi4py import MPI
         comm = self.comm
-        slots = [w for w in sorted(self._pool.workers) for _ in range(self._per_worker)]
-        pending = {}                 # tag -> (task index, worker)
+        workers = sorted(self._pool.workers)
+        slots = [w for _ in range(per_worker) for w in workers]   # round robin
+        pending = {}                 # tag -> (message index, worker)
         error = None
-        payloads = enumerate(_payloads(func, tasks))
+        messages = enumerate(messages)
         free_tags = list(range(len(slots)))
         try:
             while True:
                 while slots and error is None:
-                    item = next(payloads, None)
+                    item = next(messages, None)
                     if item is None:
                         break
-                    index, payload = item
+                    index, message = item
                     worker, tag = slots.pop(0), free_tags.pop()
-                    comm.send((_run_task, payload), dest=worker, tag=tag)
+                    comm.send(message, dest=worker, tag=tag)
                     pending[tag] = (index, worker)
                 if not pending:
                     break
@@ -372,6 +417,7 @@ class MPIWorkPool(_Pool):
                     yield index, result[1]
         finally:
             while pending:           # never leave a reply behind for the next call
+                _poll(comm, MPI.ANY_SOURCE)
                 status = MPI.Status()
                 comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
                 pending.pop(status.tag, None)
@@ -379,16 +425,26 @@ class MPIWorkPool(_Pool):
             _unwrap([error], "MPI rank")
 
     def map(self, func, tasks):
-        """Ordered list of ``func(task)`` computed by the other ranks."""
+        """Ordered list of ``func(task)`` computed by the other ranks.
+
+        Each rank gets chunks of consecutive tasks in one message (one task
+        per message when there are no more tasks than ranks, as in dynesty's
+        ``queue_size = size`` proposals).
+        """
         tasks = list(tasks)
+        chunk = max(1, -(-len(tasks) // (self.CHUNKS_PER_WORKER * self.size)))
+        func_blob = dumps_task(func)
+        messages = ((_run_chunk, (func_blob, [dumps_task(t) for t in tasks[i:i + chunk]]))
+                    for i in range(0, len(tasks), chunk))
         results = [None] * len(tasks)
-        for index, value in self._dispatch(func, tasks):
-            results[index] = value
+        for index, values in self._dispatch(messages, per_worker=2):
+            results[index * chunk:index * chunk + len(values)] = values
         return results
 
     def imap_unordered(self, func, tasks):
         """Results as they arrive, one task in flight per rank (bounded memory)."""
-        for _, value in self._dispatch(func, tasks):
+        messages = ((_run_task, payload) for payload in _payloads(func, tasks))
+        for _, value in self._dispatch(messages, per_worker=1):
             yield value
 
     def set_worker_exit_status(self, status):

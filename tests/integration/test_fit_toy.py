@@ -48,7 +48,7 @@ def test_dynesty_results_read_back_with_derived_quantities(tmp_path):
     # surviving mass = formed mass * mfrac, mfrac = 1 - 0.1 slope^2 for this toy
     np.testing.assert_allclose(res["mfrac"], 1 - 0.1 * chain[:, 1] ** 2)
     np.testing.assert_allclose(res["stellar_mass"], chain[:, 0] * res["mfrac"])
-    assert res["run_params"]["sps"] == "grid" and res["run_params"]["param_file"] == str(TOY)
+    assert res["run_params"]["sps_library"] == "grid" and res["run_params"]["param_file"] == str(TOY)
     assert "bestfit" in res and res["bestfit"]["photometry"].shape == (3,)
     assert not (tmp_path / "toy_params_dynesty_checkpoint.pkl").exists()
 

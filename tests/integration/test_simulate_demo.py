@@ -16,7 +16,7 @@ DEMO = Path(__file__).resolve().parents[2] / "param_files" / "demo_params.py"
 
 @pytest.fixture(scope="module")
 def demo():
-    return load(DEMO).build({"sps": "grid", "mock_zred": 0.4, "mock_seed": 101})
+    return load(DEMO).build({"sps_library": "grid", "mock_zred": 0.4, "mock_seed": 101})
 
 
 def test_fast_path_agrees_with_per_object_predict(demo):

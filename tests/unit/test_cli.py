@@ -49,10 +49,10 @@ def test_parser_has_prospector_and_prospect_sim_flags():
     parser = cli.get_parser()
     args = parser.parse_args(["--dynesty", "--nlive_init", "50", "--sps", "fsps",
                               "--workers", "2", "--seed", "3", "--outfile", "x"])
-    assert args.dynesty and args.nested_nlive_init == 50 and args.sps == "fsps"
+    assert args.dynesty and args.nested_nlive_init == 50 and args.sps_library == "fsps"
     assert (args.workers, args.seed, args.outfile) == (2, 3, "x")
     defaults = vars(parser.parse_args([]))
-    assert defaults["outfile"] is None and defaults["sps"] == "grid"
+    assert defaults["outfile"] is None and defaults["sps_library"] == "grid"
     for flag in ("simulate", "train", "infer", "validate", "resume", "overwrite", "quiet",
                  "traceback", "debug", "restart_from", "simfile", "checkpoint", "n_samples"):
         assert flag in defaults
@@ -233,6 +233,41 @@ def test_prospector_style_file_keeps_working(tmp_path):
     from prospect.io.read_results import results_from
     res, obs, _ = results_from(str(tmp_path / "old_result.h5"), dangerous=False)
     assert res["chain"].shape == (8, 16, 2)
+
+
+def test_prospector_style_file_with_our_parser_passes_run_params_to_fit_model(tmp_path):
+    """fit_model(obs, model, sps, noise, **run_params) with prospect_sim's parser.
+
+    ``--sps`` is stored as ``run_params["sps_library"]``: a ``run_params["sps"]``
+    made this call fail with "multiple values for argument 'sps'".
+    """
+    path = tmp_path / "old_style_ours.py"
+    path.write_text(TOY_BODY + textwrap.dedent("""
+        if __name__ == "__main__":
+            import prospect_sim
+            from prospect.fitting import fit_model
+            from prospect.io import write_results as writer
+            parser = prospect_sim.get_parser()
+            add_arguments(parser)
+            run_params = vars(parser.parse_args())
+            run_params["param_file"] = __file__
+            assert run_params["sps_library"] == "fsps" and "sps" not in run_params
+            obs, model = build_obs(**run_params), build_model(**run_params)
+            sps, noise = build_sps(**run_params), (None, None)
+            output = fit_model(obs, model, sps, noise, **run_params)
+            hfile = "{0}_result.h5".format(run_params["outfile"])
+            writer.write_hdf5(hfile, run_params, model, obs, output["sampling"][0],
+                              None, tsample=output["sampling"][1],
+                              toptimize=output["optimization"][1], sps=sps)
+            print(hfile)
+        """))
+    proc = _run([path, "--optimize", "--sps", "fsps", "--outfile", "ours"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "multiple values" not in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "ours_result.h5"
+    from prospect.io.read_results import results_from
+    res, _, _ = results_from(str(tmp_path / "ours_result.h5"), dangerous=False)
+    assert res["run_params"]["sps_library"] == "fsps"
 
 
 def test_tool_info_and_run(tmp_path):
