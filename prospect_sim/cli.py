@@ -302,10 +302,13 @@ def run(run_params, pfile):
         run_params["verbose"] = 0
     mode = selected_mode(run_params)
     check_run_params(run_params, mode)
-    runner = _import_runner(MODES[mode])
+    runner, prepare = _import_runner(MODES[mode])
 
     def build():
-        return pfile.build(run_params)
+        ingredients = pfile.build(run_params)
+        if prepare is not None:       # e.g. --simulate fills the sps's tables once
+            prepare(ingredients)
+        return ingredients
 
     with _pool.open_pool(run_params, build) as workpool:
         ingredients = _pool.ingredients()
@@ -329,7 +332,7 @@ def _import_runner(spec):
             raise UsageError(f"this mode needs {module_name}, which is not installed "
                              f"in this version of prospect_sim") from err
         raise
-    return getattr(module, func)
+    return getattr(module, func), getattr(module, "prepare", None)
 
 
 # --- the prospect-sim tool --------------------------------------------------

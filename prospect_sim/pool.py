@@ -211,10 +211,13 @@ def _one_blas_thread():
 
 
 def _process_initializer(build):
+    """Start a local worker; ``build`` None: it inherited the master's ingredients (fork)."""
     global _BUILD_ERROR
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _one_blas_thread()
+    if build is None:
+        return
     try:
         _set_ingredients(build())
     except Exception as err:  # reported by the first task this worker gets
@@ -226,14 +229,20 @@ def _build_ok(_):
 
 
 class ProcessPool(_Pool):
-    """``--workers N`` local processes (forked; each builds its own ingredients).
+    """``--workers N`` local processes.
+
+    Where processes are forked (Linux, macOS with fork available) the
+    workers inherit the ingredients the master built (and warmed) before
+    the fork: built once, their arrays shared copy-on-write, no start-up
+    per worker.  Elsewhere (spawn) each worker calls ``build`` itself.
+    Either way tasks carry only small data.
 
     Parameters
     ----------
     processes : int
         Number of worker processes.
     build : callable
-        Returns this process's ingredients; called once in each worker.
+        Returns this process's ingredients; called once in each spawned worker.
     """
 
     kind = "processes"
@@ -242,8 +251,10 @@ class ProcessPool(_Pool):
         import multiprocessing
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        inherit = ctx.get_start_method() == "fork" and _INGREDIENTS is not None
         self.size = int(processes)
-        self._pool = ctx.Pool(self.size, initializer=_process_initializer, initargs=(build,))
+        self._pool = ctx.Pool(self.size, initializer=_process_initializer,
+                              initargs=(None if inherit else build,))
         try:
             # every worker reports a failed build with the first task it gets
             self.map(_build_ok, range(self.size))

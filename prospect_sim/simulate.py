@@ -96,6 +96,34 @@ def draw_unit(design, seed, k, chunk_size, rows, ndim):
 
 
 # ----------------------------------------------------------------------
+# every process, once, right after building its ingredients
+def prepare(ingredients):
+    """Fill the sps's batched-photometry tables before any chunk is computed.
+
+    GridSPS builds its lattice and outlier tables on the first call, sized
+    to the redshifts it sees (about a second).  Called on every process as
+    it builds its ingredients, so under ``--workers`` the master does it once
+    before the workers are forked and they inherit the tables; under MPI
+    each rank does it at start-up instead of in its first chunk.  The batch
+    includes the prior's upper corner (u = 0.999), so the tables reach the
+    largest redshift the prior gives.  A failure here is left to the run to
+    report, with its chunk.
+    """
+    import numpy as np
+    from . import forward
+    ing = ingredients
+    if not forward.has_fast_path(ing.sps) or not ing.obs.get("filters"):
+        return
+    model = ing.model
+    u = np.vstack([draw_unit("random", 0, 0, 16, 16, model.ndim),
+                   np.full((1, model.ndim), 0.999)])
+    try:
+        forward.predict_batch(model, ing.sps, ing.obs, forward.prior_transform(model, u))
+    except Exception as err:  # noqa: BLE001 - the run reports it, with context
+        log.debug("warming up the sps failed (%s); the first chunk will say why", err)
+
+
+# ----------------------------------------------------------------------
 # the worker's task
 def _simulate_chunk(task):
     """Compute one chunk with this process's ingredients (module level: pickled by name)."""

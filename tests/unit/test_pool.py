@@ -65,18 +65,36 @@ def test_worker_exception_becomes_worker_error_with_its_message():
             list(wp.imap_unordered(_fail_on_three, range(6)))
 
 
-def test_worker_that_cannot_build_fails_fast():
+def _pid_and_ingredients_id(_):
+    import os
+    return os.getpid(), id(pool.ingredients())
+
+
+def test_forked_workers_inherit_the_masters_ingredients():
+    """Built once, in the master, before the fork: the workers never call build."""
+    import os
     calls = []
 
     def build():
-        calls.append(1)
-        if len(calls) > 1:          # the master builds first; forked workers fail
-            raise RuntimeError("no grid on this worker")
+        calls.append(os.getpid())
         return _build()
 
+    with pool.open_pool({"workers": 2}, build) as wp:
+        master_id = id(pool.ingredients())
+        seen = wp.map(_pid_and_ingredients_id, range(8))
+    assert calls == [os.getpid()]
+    assert {i for _, i in seen} == {master_id}            # the same objects, inherited
+    assert os.getpid() not in {p for p, _ in seen}
+
+
+def test_worker_that_cannot_build_fails_fast():
+    """Workers that build their own (spawned, or nothing to inherit) report a failed build."""
+    def build():
+        raise RuntimeError("no grid on this worker")
+
+    pool._set_ingredients(None)
     with pytest.raises(WorkerError, match="RuntimeError: no grid on this worker"):
-        with pool.open_pool({"workers": 2}, build):
-            pass
+        pool.ProcessPool(2, build)
 
 
 def test_prospector_partial_pickles_small_and_gives_identical_results():
