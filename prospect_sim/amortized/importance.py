@@ -16,8 +16,14 @@ same model, sps and obs filters. The effective sample size
 says how far the flow is from it: a small ESS means the object is outside
 what the network learned (flagged in the output).
 
-The likelihood is the chi-square of the catalogue's uncertainties; a
-Prospector ``phot_noise`` model from ``build_noise`` is not applied here.
+The likelihood is the classical fit's: without a Prospector ``phot_noise``
+model (``build_noise``) and without an outlier mixture (``f_outlier_phot``)
+it is the chi-square of the catalogue's uncertainties, evaluated for all draws
+at once; otherwise each draw goes through Prospector's own
+``prospect.likelihood.lnlike_phot`` with the noise model updated to the draw's
+parameters (as ``prospect.fitting.lnprobfn`` does), one draw at a time. The
+spectroscopic noise model is not used: the amortised posterior sees
+photometry only.
 """
 
 import numpy as np
@@ -91,9 +97,12 @@ class Reweighter:
     predict : callable, optional
         ``predict(model, sps, obs, theta (N, D)) -> (phot (N, B) maggies, extras)``;
         default :func:`prospect_sim.forward.predict_batch`.
+    noise : tuple, optional
+        Prospector's ``(spec_noise, phot_noise)`` from the parameter file's
+        ``build_noise`` (``Ingredients.noise``); ``phot_noise`` is applied.
     """
 
-    def __init__(self, model, sps, obs, problem, predict=None):
+    def __init__(self, model, sps, obs, problem, predict=None, noise=None):
         if predict is None:
             try:
                 from ..forward import predict_batch as predict
@@ -103,6 +112,16 @@ class Reweighter:
         self._predict = predict
         self.model, self.sps, self.obs = model, sps, obs
         self.problem = problem
+        self.phot_noise = (noise or (None, None))[1]
+        params = getattr(model, "params", {})
+        f_out = np.ravel(params.get("f_outlier_phot", 0.0))
+        outlier = bool(np.any(f_out != 0)) or "f_outlier_phot" in getattr(model, "free_params", [])
+        self.exact = self.phot_noise is not None or outlier
+        if self.exact and list(problem["theta_labels"]) != list(model.theta_labels()):
+            raise InferenceError(
+                "--importance with a phot_noise model or f_outlier_phot needs the checkpoint's "
+                f"parameters {problem['theta_labels']} in the model's order "
+                f"{list(model.theta_labels())}; train this param file again")
 
     def _log_prior(self, theta):
         lp = log_prior(theta, self.problem["prior"], self.problem["theta_labels"])
@@ -123,9 +142,35 @@ class Reweighter:
         flat = theta.reshape(-1, d)
         phot, _ = self._predict(self.model, self.sps, self.obs, flat)
         phot = np.asarray(phot, dtype=float).reshape(n_obj, n_draw, -1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            chi = np.where(missing[:, None, :], 0.0,
-                           (flux[:, None, :] - phot) / np.where(missing, 1.0, unc)[:, None, :])
-        log_l = -0.5 * (chi ** 2).sum(-1)
+        if self.exact:
+            log_l = self._log_like_prospector(theta, phot, flux, unc, missing)
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                chi = np.where(missing[:, None, :], 0.0,
+                               (flux[:, None, :] - phot) / np.where(missing, 1.0, unc)[:, None, :])
+            log_l = -0.5 * (chi ** 2).sum(-1)
         log_w = self._log_prior(flat).reshape(n_obj, n_draw) + log_l - log_q
         return np.where(np.isfinite(log_w), log_w, -np.inf)
+
+    def _log_like_prospector(self, theta, phot, flux, unc, missing):
+        """``lnlike_phot`` per draw (N, n), with the noise model and outlier mixture of
+        the parameter file, set to each draw's parameters as ``lnprobfn`` does."""
+        from prospect.likelihood import lnlike_phot
+        model, noise = self.model, self.phot_noise
+        out = np.full(theta.shape[:2], -np.inf)
+        for i in range(theta.shape[0]):
+            obs = {"filters": self.obs["filters"], "maggies": flux[i], "maggies_unc": unc[i],
+                   "phot_mask": ~missing[i]}
+            for j in range(theta.shape[1]):
+                model.set_parameters(theta[i, j])
+                vectors = {}
+                if noise is not None:
+                    noise.update(**model.params)
+                    vectors.update(phot_unc=unc[i], phot=flux[i],
+                                   filter_names=[f.name for f in self.obs["filters"]])
+                f_out = float(np.ravel(model.params.get("f_outlier_phot", 0.0))[0])
+                if f_out != 0.0:
+                    vectors["nsigma_outlier_phot"] = model.params.get("nsigma_outlier_phot", 10)
+                out[i, j] = lnlike_phot(phot[i, j], obs=obs, phot_noise=noise,
+                                        f_outlier_phot=f_out, **vectors)
+        return out

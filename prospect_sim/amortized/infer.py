@@ -134,7 +134,7 @@ def run(ingredients, pool=None):
     if opts["importance"]:
         from .importance import Reweighter
         reweighter = Reweighter(ingredients.model, ingredients.sps, ingredients.obs,
-                                ckpt["problem"])
+                                ckpt["problem"], noise=ingredients.noise)
     out = path_for(rp, "posterior")
     try:
         return infer(ckpt, checkpoint, source, out, opts, reweighter=reweighter,
@@ -247,8 +247,8 @@ def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen):
     flux, unc, missing, cond, flags = source.read(start, stop)
     good = (flags & _UNUSABLE) == 0
     n, d = int(opts["n_draws"]), len(post.labels)
-    samples = np.full((stop - start, n, d), np.nan)
-    quant = np.full((3, stop - start, d), np.nan)
+    samples = np.full((stop - start, n, d), np.nan, dtype=np.float32)  # written as f4
+    quant = np.full((3, stop - start, d), np.nan, dtype=np.float32)
     if good.any():
         f, u, m = np.nan_to_num(flux[good]), np.nan_to_num(unc[good]), missing[good]
         c = cond[good] if cond is not None else None
@@ -272,10 +272,10 @@ def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen):
             low = np.zeros(stop - start, bool)
             low[good] = e < float(opts["min_ess"])
             flags = flags | np.where(low, FLAGS["low_ess"], 0).astype(np.uint8)
-        else:
-            quant[:, good] = np.quantile(theta, [0.16, 0.5, 0.84], axis=1)
+        else:  # percentiles of the float32 draws that are written
+            quant[:, good] = np.quantile(samples[good], [0.16, 0.5, 0.84], axis=1)
     if "samples" in h5:
-        h5["samples"][start:stop] = samples.astype(np.float32)
+        h5["samples"][start:stop] = samples
     h5["p16"][start:stop] = quant[0]
     h5["median"][start:stop] = quant[1]
     h5["p84"][start:stop] = quant[2]

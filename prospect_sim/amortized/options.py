@@ -10,20 +10,20 @@ belong to the driver and are read here from ``run_params`` only.
 >>> add_arguments(p)
 >>> a = p.parse_args(["--condition", "zred", "--epochs", "3"])
 >>> a.condition, a.epochs, a.flow
-(['zred'], 3, 'nsf')
+(['zred'], 3, 'rqs_coupling')
 """
 
 __all__ = ["add_arguments", "DEFAULTS", "FLOWS", "get"]
 
 #: Flow families that :mod:`prospect_sim.amortized.flows` can build.
-FLOWS = ("nsf", "nsf_coupling", "maf", "naf")
+FLOWS = ("rqs_coupling", "nsf", "nsf_coupling", "maf", "naf")
 
 #: Defaults of every flag; also used when ``run_params`` lacks one (a param
 #: file run in Prospector's own style, or a test calling ``run`` directly).
 DEFAULTS = dict(
     # training
     epochs=200, batch_size=512, lr=1e-3, patience=20, val_fraction=0.1,
-    n_test=2000, flow="nsf", hidden=128, transforms=5, bins=8,
+    n_test=2000, flow="rqs_coupling", hidden=None, transforms=None, bins=8,
     embedding="128,128", embed_dim=64, weight_decay=0.0, train_seed=0,
     device="auto", condition=[], block_rows=4096, shuffle_blocks=16,
     validate_after_train=True,
@@ -73,9 +73,14 @@ def add_arguments(parser):
          help="simulations held out of training and validation for --validate "
               "(at most 10%% of the file)")
     _add(g, "--flow", choices=FLOWS, default=d["flow"],
-         help="flow family: neural spline flow (autoregressive or coupling), MAF, NAF")
-    _add(g, "--hidden", type=int, default=d["hidden"], help="hidden units of the flow's networks")
-    _add(g, "--transforms", type=int, default=d["transforms"], help="number of flow transforms")
+         help="flow family: rqs_coupling (spline coupling layers, fast to sample), zuko's "
+              "neural spline flow (nsf: autoregressive, D+1 network passes per transform to "
+              "sample; nsf_coupling), MAF, NAF")
+    _add(g, "--hidden", type=int, default=d["hidden"],
+         help="hidden units of the flow's networks (default: 64 for rqs_coupling, 128 for "
+              "the zuko flows)")
+    _add(g, "--transforms", type=int, default=d["transforms"],
+         help="number of flow transforms (default: 6 for rqs_coupling, 5 for the zuko flows)")
     _add(g, "--bins", type=int, default=d["bins"], help="spline bins (nsf)")
     _add(g, "--embedding", default=d["embedding"],
          help="hidden layer sizes of the observation embedding MLP, comma separated")

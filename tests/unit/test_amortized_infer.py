@@ -198,3 +198,49 @@ def test_weight_helpers():
     x = np.arange(5.0).reshape(1, 5, 1)
     q = weighted_quantiles(x, np.log(np.array([[1, 1, 1, 1, 1e-12]])), [0.5])
     assert q[0, 0, 0] == 1.0 or q[0, 0, 0] == 2.0
+
+
+def _noise_model_case(with_noise):
+    """A Prospector model with a fixed uncertainty factor of 2 and, optionally, the
+    phot_noise model that applies it (Prospector's Uncorrelated kernel)."""
+    from prospect.likelihood import NoiseModel
+    from prospect.likelihood.kernels import Uncorrelated
+    from prospect.models import SpecModel
+    from prospect.models.templates import TemplateLibrary
+    from sedpy.observate import load_filters
+    params = TemplateLibrary["parametric_sfh"]
+    params["unc_factor"] = dict(N=1, isfree=False, init=2.0)
+    model = SpecModel(params)
+    obs = {"filters": load_filters(["decam_g", "decam_r", "decam_i"])}
+    noise = (None, NoiseModel(kernels=[Uncorrelated(parnames=["unc_factor"])],
+                              metric_name="filternames", weight_by=["phot_unc"]))
+    problem = {"theta_labels": list(model.theta_labels()), "prior": {}}
+
+    def predict(model, sps, obs, theta):  # a stand-in for the sps: smooth in theta
+        return 1e-9 * (1 + 0.1 * np.tanh(theta[:, :1] / theta[:, :1].mean()
+                                         * np.arange(1, 4))), None
+
+    return Reweighter(model, None, obs, problem, predict=predict,
+                      noise=noise if with_noise else None), model
+
+
+def test_importance_applies_the_param_files_phot_noise():
+    """With build_noise's phot_noise (uncertainties x 2), the weights are the classical
+    fit's lnlike_phot: the chi-square with doubled uncertainties, up to a constant per
+    object (the Gaussian normalisation). Without it, the plain chi-square."""
+    rw_noise, model = _noise_model_case(True)
+    rw_plain, _ = _noise_model_case(False)
+    assert rw_noise.exact and not rw_plain.exact
+    rng = np.random.default_rng(0)
+    theta = np.tile(model.theta, (2, 6, 1))
+    theta[..., 0] *= rng.uniform(0.5, 2.0, size=(2, 6))  # mass
+    flux, unc = np.full((2, 3), 1.05e-9), np.full((2, 3), 2e-11)
+    missing = np.zeros((2, 3), bool)
+    missing[1, 2] = True
+    log_q = np.zeros((2, 6))
+    with_noise = rw_noise.log_weights(theta, log_q, flux, unc, missing)
+    doubled = rw_plain.log_weights(theta, log_q, flux, 2 * unc, missing)
+    plain = rw_plain.log_weights(theta, log_q, flux, unc, missing)
+    diff = with_noise - doubled
+    np.testing.assert_allclose(diff - diff[:, :1], 0, atol=1e-8)
+    assert np.ptp(plain - doubled, axis=1).min() > 1.0  # the noise model matters here
