@@ -443,13 +443,14 @@ class _Spike:
         young = np.empty(batch.n) if y32 is not None else None
         for start in range(0, batch.n, chunk):
             sl = slice(start, start + chunk)
-            lo = self.nodes[node[sl, None], pair[sl]]                   # (n, 2, A)
-            hi = self.nodes[node[sl, None] + 1, pair[sl]]
-            f = phi[sl, None, None]
-            table = lo + f * (hi - lo)
-            stellar[sl] = np.einsum("nza,nza->n", w32[sl], table)
-            if young is not None:
-                young[sl] = np.einsum("nza,nza->n", y32[sl], table)
+            for weights, out in ((w32, stellar), (y32, young)):
+                if out is None:
+                    continue
+                # the dot products at the two bracketing nodes, then the interpolation
+                lo = np.einsum("nza,nza->n", weights[sl], self.nodes[node[sl, None], pair[sl]])
+                hi = np.einsum("nza,nza->n", weights[sl],
+                               self.nodes[node[sl, None] + 1, pair[sl]])
+                out[sl] = lo + phi[sl] * (hi - lo)
         return stellar * self._transmission(batch) if young is None else (
             (stellar + young * self._birth_cloud(batch)) * self._transmission(batch))
 
