@@ -36,6 +36,9 @@ DEPTH_10SIGMA = {"decam_g": 23.57, "decam_r": 23.34, "decam_i": 22.78,
 #: Fractional flux-error floor (photometric calibration).
 ERROR_FLOOR = 0.02
 
+#: Redshift prior (TopHat bounds).
+ZRED_RANGE = (0.05, 1.5)
+
 #: Parameters of the mock galaxy (zred comes from ``--mock_zred``).
 TRUTH = {"mass": 3e10, "logzsol": -0.3, "dust2": 0.3, "tage": 5.0, "tau": 2.0}
 
@@ -53,7 +56,7 @@ def build_model(**run_params):
     params = TemplateLibrary["parametric_sfh"]
     params["zred"]["isfree"] = True
     params["zred"]["init"] = run_params.get("mock_zred", 0.4)
-    params["zred"]["prior"] = priors.TopHat(mini=0.05, maxi=1.5)
+    params["zred"]["prior"] = priors.TopHat(mini=ZRED_RANGE[0], maxi=ZRED_RANGE[1])
     params["mass"]["prior"] = priors.LogUniform(mini=1e8, maxi=1e12)
     params["logzsol"]["prior"] = priors.TopHat(mini=-1.5, maxi=0.19)
     params["dust2"]["prior"] = priors.TopHat(mini=0.0, maxi=2.0)
@@ -64,8 +67,15 @@ def build_model(**run_params):
 
 
 def build_sps(sps_library="grid", **run_params):
-    """The embedded BC03 grid by default; ``--sps fsps`` needs $SPS_HOME."""
-    return _select_sps(sps_library)
+    """The embedded BC03 grid by default; ``--sps fsps`` needs $SPS_HOME.
+
+    The grid keeps only the rest-frame wavelengths the DES bands see at the
+    prior's redshifts: the same photometry, a third less spectrum to sum in
+    every likelihood call.
+    """
+    from prospect_sim.sps import GridSPS
+    wave_range = GridSPS.wave_range_for(load_filters(FILTERS), *ZRED_RANGE)
+    return _select_sps(sps_library, wave_range=wave_range)
 
 
 def photometric_sigma(maggies):

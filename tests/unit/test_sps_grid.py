@@ -33,6 +33,20 @@ def _demo_model():
     return SpecModel(cfg)
 
 
+def _prior_draws(model, n, seed, **fixed):
+    """``n`` prior draws as (theta (n, D), batched params dict with ``fixed`` added)."""
+    rng = np.random.default_rng(seed)
+    theta = np.array([model.prior_transform(rng.uniform(size=model.ndim)) for _ in range(n)])
+    params = {k: theta[:, i] for i, k in enumerate(model.theta_labels())}
+    params.update(fixed)
+    return theta, params
+
+
+def _predicted(model, theta, filters, sps):
+    obs = dict(filters=filters, wavelength=None, spectrum=None)
+    return np.array([model.predict(t, obs=obs, sps=sps)[1] for t in theta])
+
+
 def test_specmodel_predicts_with_gridsps(sps, filters):
     model = _demo_model()
     obs = dict(filters=filters, wavelength=None, spectrum=None)
@@ -57,12 +71,8 @@ def test_pickle_is_small_and_predicts_the_same(sps, filters):
 def test_batched_photometry_matches_specmodel_predict(sps, filters):
     """1,000 prior draws of the demo model; tolerance 1e-3 mag in every band."""
     model = _demo_model()
-    obs = dict(filters=filters, wavelength=None, spectrum=None)
-    rng = np.random.default_rng(42)
-    theta = np.array([model.prior_transform(rng.uniform(size=model.ndim)) for _ in range(1000)])
-    ref = np.array([model.predict(t, obs=obs, sps=sps)[1] for t in theta])
-    params = {k: theta[:, i] for i, k in enumerate(model.theta_labels())}
-    params.update(sfh=4, dust_type=0, imf_type=2)
+    theta, params = _prior_draws(model, 1000, 42, sfh=4, dust_type=0, imf_type=2)
+    ref = _predicted(model, theta, filters, sps)
     maggies, mfrac = sps.photometry(params, filters)
     dmag = np.abs(2.5 * np.log10(maggies / ref))
     assert dmag.max() < 1e-3, dmag.max(axis=0)
@@ -120,11 +130,7 @@ def test_build_sps_selection(monkeypatch):
 
 def test_photometry_and_properties_is_photometry_plus_sfh_properties(sps, filters):
     """The one-pass path (shared SFH weights) gives what the two calls give."""
-    model = _demo_model()
-    rng = np.random.default_rng(3)
-    theta = np.array([model.prior_transform(rng.uniform(size=model.ndim)) for _ in range(300)])
-    params = {k: theta[:, i] for i, k in enumerate(model.theta_labels())}
-    params.update(sfh=4, dust_type=0, imf_type=2)
+    _, params = _prior_draws(_demo_model(), 300, 3, sfh=4, dust_type=0, imf_type=2)
     maggies, props = sps.photometry_and_properties(params, filters)
     ref_maggies, ref_mfrac = sps.photometry(params, filters)
     ref_props = sps.sfh_properties(params)
@@ -148,12 +154,8 @@ def test_batched_photometry_with_birth_clouds_free_dust_index_and_high_z(sps, fi
     cfg["dust_index"] = dict(N=1, isfree=True, init=0.0, prior=priors.TopHat(mini=-1.0, maxi=0.4))
     cfg["dust1"] = dict(N=1, isfree=True, init=0.5, prior=priors.TopHat(mini=0.0, maxi=2.0))
     model = SpecModel(cfg)
-    obs = dict(filters=filters, wavelength=None, spectrum=None)
-    rng = np.random.default_rng(11)
-    theta = np.array([model.prior_transform(rng.uniform(size=model.ndim)) for _ in range(120)])
-    ref = np.array([model.predict(t, obs=obs, sps=sps)[1] for t in theta])
-    params = {k: theta[:, i] for i, k in enumerate(model.theta_labels())}
-    params.update(sfh=4, dust_type=4, imf_type=2)
+    theta, params = _prior_draws(model, 120, 11, sfh=4, dust_type=4, imf_type=2)
+    ref = _predicted(model, theta, filters, sps)
     maggies, _ = sps.photometry(params, filters)
     dmag = np.abs(2.5 * np.log10(maggies / ref))
     # bands whose blue edge is redward of Ly-alpha: the 1e-3 mag of the demo;
