@@ -129,9 +129,10 @@ def _done(path):
 @pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, 1), (signal.SIGINT, 2)],
                          ids=["SIGKILL-serial", "SIGINT-workers"])
 def test_interrupt_then_resume_equals_uninterrupted(tmp_path, sig, workers):
-    # 32 chunks of 0.25 s: after the 3rd is done, seconds of work remain even
-    # on a loaded machine, so the signal always lands mid-run
-    args = ["--n_samples", 8000, "--chunk_size", 250]
+    # 64 chunks of 0.25 s: after the 3rd is done, seconds of work remain even
+    # on a loaded machine (workers now start at once: they inherit the
+    # master's ingredients), so the signal always lands mid-run
+    args = ["--n_samples", 16000, "--chunk_size", 250]
     reference = tmp_path / "reference.h5"
     assert simulate(reference, *args)[0] == 0
 
@@ -153,7 +154,7 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, sig, workers):
         assert proc.returncode == 130, err
         assert "--resume" in err
     done = _done(path)
-    assert 3 <= done < 32
+    assert 3 <= done < 64
     with SimulationFiles(path) as (store,):
         assert store.verify()["chunks_done"] == done          # every completed chunk intact
 
