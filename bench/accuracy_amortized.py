@@ -65,10 +65,16 @@ def main(argv=None):
     p.add_argument("--n_validate", type=int, default=2000)
     p.add_argument("--validate_draws", type=int, default=500)
     p.add_argument("--n_mocks", type=int, default=5)
-    p.add_argument("--nlive", type=int, default=400)
+    p.add_argument("--nlive", type=int, default=200)
+    p.add_argument("--dlogz", type=float, default=0.1, help="dynesty's nested_dlogz_init")
+    p.add_argument("--sample", default="rwalk", help="dynesty's nested_sample")
+    p.add_argument("--walks", type=int, default=32, help="dynesty's nested_walks (rwalk)")
     p.add_argument("--n_draws", type=int, default=2000)
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--n_recovery", type=int, default=1000)
+    p.add_argument("--only", default=None,
+                   help="comma-separated mock numbers to fit (e.g. 0,1 here and 2,3,4 in a "
+                        "second process: the mocks are chosen the same way in both)")
     a = p.parse_args(argv)
 
     from prospect_sim.amortized.posterior import AmortizedPosterior, load_checkpoint
@@ -98,8 +104,9 @@ def main(argv=None):
         results["recovery"] = _recovery(post, model, sps, obs, a, stem + "_recovery.png")
     if a.n_mocks > 0:
         results["mocks"] = _mocks(post, ckpt, model, sps, obs, a)
-    Path(stem + "_accuracy.json").write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {stem}_accuracy.json")
+    tag = "" if a.only is None else "_" + a.only.replace(",", "")
+    Path(stem + f"_accuracy{tag}.json").write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {stem}_accuracy{tag}.json")
     return 0
 
 
@@ -206,12 +213,16 @@ def _mocks(post, ckpt, model, sps, obs, a):
     print(f"\n{'mock':>4} {'param':>10} {'truth':>10} {'dyn med':>10} {'|dmed|/sd':>9} "
           f"{'w68 ratio':>9} {'IS |dmed|/sd':>12} {'IS w68':>7}")
     out = []
+    only = None if a.only is None else {int(k) for k in a.only.split(",")}
     for k, (i, kind) in enumerate(picks):
+        if only is not None and k not in only:
+            continue
         flux, unc, missing = (x[i:i + 1] for x in noisy)
         mock = dict(obs, maggies=flux[0], maggies_unc=unc[0], phot_mask=~missing[0])
         t = time.perf_counter()
         res = fit_model(mock, model, sps, noise=(None, None), dynesty=True, optimize=False,
-                        emcee=False, nested_nlive_init=a.nlive, nested_dlogz_init=0.05,
+                        emcee=False, nested_nlive_init=a.nlive, nested_dlogz_init=a.dlogz,
+                        nested_sample=a.sample, nested_walks=a.walks,
                         nested_maxbatch=0, verbose=False, print_progress=False)["sampling"][0]
         t_dyn = time.perf_counter() - t
         w = np.exp(res["logwt"] - res["logz"][-1])
