@@ -23,7 +23,7 @@ younger than ``10**dust_tesc`` yr (FSPS default 7.0, i.e. 10 Myr).
 import numpy as np
 
 __all__ = ["DUST_TYPES", "calzetti_k", "drude_bump", "diffuse_tau", "diffuse_tau_at",
-           "birth_cloud_tau"]
+           "birth_cloud_tau", "birth_cloud_tau_at"]
 
 #: Supported FSPS dust_type codes.
 DUST_TYPES = {0: "power law", 2: "Calzetti (2000)", 4: "Kriek & Conroy (2013)"}
@@ -118,12 +118,12 @@ def diffuse_tau_at(dust_type, wave, dust2, dust_index):
 def _tau(dust_type, wave, dust2, index):
     """:func:`diffuse_tau` on arrays that broadcast together."""
     if dust_type == 0:
-        return dust2 * np.exp(index * np.log(wave / LAMBDA_V))
+        return _power_law(wave, dust2, index)
     k = calzetti_k(wave)
     if dust_type == 2:
         return dust2 * (k / R_V)
     if dust_type == 4:
-        slope = np.exp(index * np.log(wave / LAMBDA_V))
+        slope = _power_law(wave, 1.0, index)
         return dust2 * (k + _drude(wave, 0.85 - 1.9 * index)) / R_V * slope
     raise ValueError(f"unsupported dust_type {dust_type}")
 
@@ -135,7 +135,17 @@ def birth_cloud_tau(wave, dust1, dust1_index):
     -------
     ndarray of shape (N, W)
     """
-    wave = np.asarray(wave, dtype=float)
-    return (np.asarray(dust1, dtype=float)[:, None]
-            * np.exp(np.asarray(dust1_index, dtype=float)[:, None]
-                     * np.log(wave / LAMBDA_V)[None, :]))
+    return _power_law(np.asarray(wave, dtype=float)[None, :],
+                           np.asarray(dust1, dtype=float)[:, None],
+                           np.asarray(dust1_index, dtype=float)[:, None])
+
+
+def birth_cloud_tau_at(wave, dust1, dust1_index):
+    """:func:`birth_cloud_tau` at one rest wavelength per object: all (N,), returns (N,)."""
+    return _power_law(np.asarray(wave, dtype=float), np.asarray(dust1, dtype=float),
+                           np.asarray(dust1_index, dtype=float))
+
+
+def _power_law(wave, amplitude, index):
+    """``amplitude * (wave/5500)**index`` on arrays that broadcast together."""
+    return amplitude * np.exp(index * np.log(wave / LAMBDA_V))

@@ -60,7 +60,7 @@ import numpy as np
 
 from .igm import LYMAN_WAVE, igm_transmission
 from .kernel import SpectralKernel
-from .dust import LAMBDA_V, birth_cloud_tau, diffuse_tau, diffuse_tau_at
+from .dust import birth_cloud_tau, birth_cloud_tau_at, diffuse_tau, diffuse_tau_at
 
 __all__ = ["PhotometryKernel"]
 
@@ -470,7 +470,7 @@ class _Spike:
     def _birth_cloud(self, batch):
         """exp(-tau1) - 1 at the outlier's rest wavelength, (N,)."""
         lam = self._rest_wave(batch)
-        return np.expm1(-batch.dust1 * np.exp(batch.dust1_index * np.log(lam / LAMBDA_V)))
+        return np.expm1(-birth_cloud_tau_at(lam, batch.dust1, batch.dust1_index))
 
 
 def _attenuation(sub, wave, edges):

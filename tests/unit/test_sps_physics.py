@@ -165,3 +165,5 @@ def test_dust_at_one_wavelength_per_object_is_the_curve_diagonal(dust_type):
     full = dust.diffuse_tau(dust_type, lam, dust2, index)
     np.testing.assert_allclose(dust.diffuse_tau_at(dust_type, lam, dust2, index),
                                np.diag(full), rtol=1e-12)
+    np.testing.assert_allclose(dust.birth_cloud_tau_at(lam, dust2, index),
+                               np.diag(dust.birth_cloud_tau(lam, dust2, index)), rtol=1e-12)
