@@ -112,7 +112,8 @@ def prepare(ingredients):
     import numpy as np
     from . import forward
     ing = ingredients
-    if not forward.has_fast_path(ing.sps) or not ing.obs.get("filters"):
+    if (not forward.has_fast_path(ing.sps) or not ing.obs.get("filters")
+            or ing.run_params.get("forward") == "reference"):
         return
     model = ing.model
     u = np.vstack([draw_unit("random", 0, 0, 16, 16, model.ndim),
