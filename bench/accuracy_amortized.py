@@ -17,7 +17,10 @@ and ``<checkpoint stem>_recovery.png``:
    one whose amortised p(z) has two peaks, the rest at random), noise from
    the checkpoint's noise model: a dynesty fit through
    ``prospect.fitting.fit_model`` and the amortised posterior (raw and
-   importance-weighted) of the same noisy photometry: per parameter,
+   importance-weighted, ``--n_draws`` draws) of the same noisy photometry.
+   dynesty runs ``--dynesty_runs`` times (unseeded, as Prospector runs it);
+   the reference is all runs merged (``dynesty.utils.merge_runs``), and run
+   2 against run 1 shows how precise one dynesty run is. Per parameter,
    ``|median_flow - median_dynesty| / sd_dynesty`` (target <= 0.3) and the
    68% width ratio flow/dynesty (target within 30%); a mock passes when every
    parameter does; the count of passing mocks (target: 4 of 5); for the
@@ -69,7 +72,10 @@ def main(argv=None):
     p.add_argument("--dlogz", type=float, default=0.1, help="dynesty's nested_dlogz_init")
     p.add_argument("--sample", default="rwalk", help="dynesty's nested_sample")
     p.add_argument("--walks", type=int, default=32, help="dynesty's nested_walks (rwalk)")
-    p.add_argument("--n_draws", type=int, default=2000)
+    p.add_argument("--n_draws", type=int, default=20000,
+                   help="amortised draws per mock (raw quantiles and importance weights)")
+    p.add_argument("--dynesty_runs", type=int, default=2,
+                   help="independent dynesty fits per mock, merged into the reference")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--n_recovery", type=int, default=1000)
     p.add_argument("--only", default=None,
@@ -182,7 +188,9 @@ def _two_peaks(z, lo, hi, bins=30):
 def _mocks(post, ckpt, model, sps, obs, a):
     """dynesty vs the amortised posterior (raw and importance-weighted) on mocks."""
     import torch
+    from dynesty.utils import merge_runs
     from prospect.fitting import fit_model
+    from prospect_sim.sps import _compat
     from prospect_sim.amortized.importance import Reweighter, ess, weighted_quantiles
     from prospect_sim.forward import predict_batch, prior_transform
 
@@ -211,7 +219,8 @@ def _mocks(post, ckpt, model, sps, obs, a):
         picks.append((int(i), "random"))
 
     print(f"\n{'mock':>4} {'param':>10} {'truth':>10} {'dyn med':>10} {'|dmed|/sd':>9} "
-          f"{'w68 ratio':>9} {'IS |dmed|/sd':>12} {'IS w68':>7}")
+          f"{'w68 ratio':>9} {'IS |dmed|/sd':>12} {'IS w68':>7} {'dyn2 |dmed|/sd':>14} "
+          f"{'dyn2 w68':>8}")
     out = []
     only = None if a.only is None else {int(k) for k in a.only.split(",")}
     for k, (i, kind) in enumerate(picks):
@@ -219,14 +228,20 @@ def _mocks(post, ckpt, model, sps, obs, a):
             continue
         flux, unc, missing = (x[i:i + 1] for x in noisy)
         mock = dict(obs, maggies=flux[0], maggies_unc=unc[0], phot_mask=~missing[0])
-        t = time.perf_counter()
-        res = fit_model(mock, model, sps, noise=(None, None), dynesty=True, optimize=False,
-                        emcee=False, nested_nlive_init=a.nlive, nested_dlogz_init=a.dlogz,
-                        nested_sample=a.sample, nested_walks=a.walks,
-                        nested_maxbatch=0, verbose=False, print_progress=False)["sampling"][0]
-        t_dyn = time.perf_counter() - t
+        _compat.set_photometry_only(model, mock)     # as the --dynesty mode does
+        runs, t = [], time.perf_counter()
+        for _ in range(a.dynesty_runs):
+            runs.append(fit_model(
+                mock, model, sps, noise=(None, None), dynesty=True, optimize=False,
+                emcee=False, nested_nlive_init=a.nlive, nested_dlogz_init=a.dlogz,
+                nested_sample=a.sample, nested_walks=a.walks, nested_maxbatch=0,
+                verbose=False, print_progress=False)["sampling"][0])
+        t_dyn = (time.perf_counter() - t) / len(runs)
+        res = merge_runs(runs) if len(runs) > 1 else runs[0]
         w = np.exp(res["logwt"] - res["logz"][-1])
         dq = _quantiles(res["samples"][:, post.inferred_index], w)
+        single = [_quantiles(r["samples"][:, post.inferred_index],
+                             np.exp(r["logwt"] - r["logz"][-1])) for r in runs]
         t = time.perf_counter()
         draws, log_q = post.sample(flux, unc, missing, None, a.n_draws,
                                    torch.Generator().manual_seed(k))
@@ -246,20 +261,37 @@ def _mocks(post, ckpt, model, sps, obs, a):
                  "w68": float((fq[2, j] - fq[0, j]) / (dq[2, j] - dq[0, j])),
                  "is_dmed": float(abs(iq[1, j] - dq[1, j]) / sd[j]),
                  "is_w68": float((iq[2, j] - iq[0, j]) / (dq[2, j] - dq[0, j]))}
+            if len(single) > 1:        # one dynesty run against another
+                d1, d2 = single[0][:, j], single[1][:, j]
+                p["dyn2_dmed"] = float(abs(d2[1] - d1[1]) / ((d1[2] - d1[0]) / 2))
+                p["dyn2_w68"] = float((d2[2] - d2[0]) / (d1[2] - d1[0]))
             row["params"][lab] = p
             print(f"{k:>4} {lab:>10} {p['truth']:10.4g} {p['dyn_median']:10.4g} "
-                  f"{p['dmed']:9.2f} {p['w68']:9.2f} {p['is_dmed']:12.2f} {p['is_w68']:7.2f}")
+                  f"{p['dmed']:9.2f} {p['w68']:9.2f} {p['is_dmed']:12.2f} {p['is_w68']:7.2f} "
+                  f"{p.get('dyn2_dmed', np.nan):14.2f} {p.get('dyn2_w68', np.nan):8.2f}")
         ok = lambda d, r: d <= 0.3 and abs(r - 1) <= 0.3          # noqa: E731
         row["pass"] = all(ok(p["dmed"], p["w68"]) for p in row["params"].values())
         row["is_pass"] = all(ok(p["is_dmed"], p["is_w68"]) for p in row["params"].values())
+        if len(single) > 1:
+            row["dyn2_pass"] = all(ok(p["dyn2_dmed"], p["dyn2_w68"])
+                                   for p in row["params"].values())
         if kind == "two-peaked z":
             zs = res["samples"][:, post.inferred_index[zj]]
-            row["high_z_mass"] = {"dynesty": float(np.sum(w[zs > valley])),
-                                  "flow": float(np.mean(draws[0, :, zj] > valley)),
-                                  "valley_z": float(valley)}
+            wn = np.exp(log_w[0] - np.max(log_w[0]))
+            row["high_z_mass"] = {
+                "dynesty": float(np.sum(w[zs > valley])),
+                "dynesty_runs": [float(np.sum(np.exp(r["logwt"] - r["logz"][-1])[
+                    r["samples"][:, post.inferred_index[zj]] > valley])) for r in runs],
+                "flow": float(np.mean(draws[0, :, zj] > valley)),
+                "importance": float(np.sum(wn[draws[0, :, zj] > valley]) / np.sum(wn)),
+                "valley_z": float(valley)}
         out.append(row)
-        extra = (f"; mass above z={valley:.2f}: dynesty {row['high_z_mass']['dynesty']:.2f}, "
-                 f"flow {row['high_z_mass']['flow']:.2f}" if "high_z_mass" in row else "")
+        hz = row.get("high_z_mass")
+        extra = (f"; mass above z={valley:.2f}: dynesty {hz['dynesty']:.2f} (runs "
+                 f"{', '.join(f'{x:.2f}' for x in hz['dynesty_runs'])}), flow {hz['flow']:.2f}, "
+                 f"importance-weighted {hz['importance']:.2f}" if hz else "")
+        if "dyn2_pass" in row:
+            extra += f"; dynesty run 2 vs run 1 passes: {row['dyn2_pass']}"
         print(f"     {kind}, total S/N {row['snr']:.0f}: pass {row['pass']} (importance "
               f"{row['is_pass']}); dynesty {t_dyn:.0f} s, flow {1e3 * t_flow:.0f} ms "
               f"({a.n_draws} draws, {t_dyn / t_flow:,.0f}x), IS ESS {row['ess']:.0f}{extra}",

@@ -121,6 +121,10 @@ def get_parser(parents=None):
                              "(--infer/--validate) instead of BASE_flow.pt")
     common.add_argument("--checkpoint_every", type=float, default=60.0,
                         help="seconds between dynesty checkpoints (for --resume)")
+    common.add_argument("--queue_size", type=int, default=None,
+                        help="dynesty proposals per round, spread over the workers "
+                             "(None: 1 serially, max(M, min(4 M, nlive_init // 8)) "
+                             "with M workers; see prospect_sim.fit.queue_size)")
 
     for name in _OPTION_MODULES:
         module = _optional_module(name)
@@ -185,6 +189,8 @@ def check_run_params(run_params, mode):
                          f"got {run_params['n_samples']}")
     if run_params.get("workers") is not None and run_params["workers"] < 1:
         raise UsageError(f"--workers must be at least 1, got {run_params['workers']}")
+    if run_params.get("queue_size") is not None and run_params["queue_size"] < 1:
+        raise UsageError(f"--queue_size must be at least 1, got {run_params['queue_size']}")
     if run_params.get("overwrite") and run_params.get("resume"):
         raise UsageError("--overwrite and --resume were both given; choose one")
     if mode in ("train", "validate") or (mode == "infer" and run_params.get("simfile")):

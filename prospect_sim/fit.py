@@ -7,7 +7,7 @@ ingredients of the parameter file, and results are written with
 back (chain, weights, lnprobability, obs, model parameters, run_params).
 
 - ``--emcee`` and ``--optimize`` run ``prospect.fitting.fit_model`` with the
-  pool (``queue_size=pool.size``). ``--restart_from FILE`` continues an emcee
+  pool. ``--restart_from FILE`` continues an emcee
   chain from its last walker positions (read without executing stored code).
 - ``--dynesty`` runs dynesty's ``DynamicNestedSampler`` with exactly the
   options, likelihood, stopping and weight functions of Prospector's
@@ -20,6 +20,13 @@ Beyond Prospector, the ``sampling`` group also holds derived quantities per
 sample (read back as top-level keys of the results dict): ``mfrac``
 (surviving / formed stellar mass), ``total_mass`` (Msun formed) and
 ``stellar_mass`` (surviving stellar mass, Msun = ``total_mass * mfrac``).
+
+Photometry-only fits skip the model spectrum Prospector 1.4 smooths and
+then discards on every likelihood call (:func:`prepare`; see
+:mod:`prospect_sim.sps._compat`): the same likelihood, about a third
+faster with the embedded grid, and free of the memory traffic that kept
+two processes on two cores from running at full speed.  The best-fit
+spectrum in the results file is still Prospector's own, smoothed one.
 
 Prospector 1.4.1 quirks handled here: ``write_hdf5`` cannot store the
 optimizer results (a unicode dtype h5py rejects), so they are written with a
@@ -39,8 +46,9 @@ from . import outputs
 from .outputs import fit_kind
 from . import pool as _pool
 from .errors import FitError, ProspectSimError
+from .sps import _compat
 
-__all__ = ["run", "fit_kind", "DERIVED"]
+__all__ = ["run", "prepare", "fit_kind", "DERIVED"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,33 @@ _NOT_FIT_KWARGS = ("obs", "model", "sps", "sps_library", "noise", "lnprobfn", "p
                    "optimize", "emcee", "dynesty", "hfile", "initial_positions")
 
 
+def queue_size(run_params, n_workers):
+    """How many new points dynesty proposes at once (its ``queue_size``).
+
+    ``--queue_size`` when given; otherwise 1 without workers and, with M
+    workers, ``max(M, min(4 M, K // 8))`` for K = ``nested_nlive_init``
+    (Prospector's default 100). Points proposed together all sit above the
+    same likelihood threshold, so q of them advance the run by K ln(1 + q/K)
+    iterations rather than q: 96% of q for q = K/8 (Handley et al. 2015;
+    dynesty docs, "Parallelization"). In exchange each worker gets a few
+    tasks in a row instead of one per round trip, and the master's
+    bookkeeping and messages are paid once per q points
+    (``bench/bench_mpi_fit.py`` measures both). emcee and the optimizers
+    ignore it.
+    """
+    if run_params.get("queue_size") is not None:
+        return int(run_params["queue_size"])
+    if n_workers <= 1:
+        return 1
+    nlive = int(run_params.get("nested_nlive_init") or 100)
+    return max(n_workers, min(4 * n_workers, nlive // 8))
+
+
+def prepare(ingredients):
+    """On every process, right after the build: skip the unused model spectrum."""
+    _compat.set_photometry_only(ingredients.model, ingredients.obs)
+
+
 def run(ingredients, pool):
     """Fit the obs of ``ingredients`` and write Prospector's results HDF5.
 
@@ -59,7 +94,7 @@ def run(ingredients, pool):
     ----------
     ingredients : prospect_sim.paramfile.Ingredients
     pool : SerialPool or ProcessPool or MPIWorkPool
-        Likelihood calls are spread over it (``queue_size = pool.size``).
+        Likelihood calls are spread over it (dynesty: :func:`queue_size` at once).
 
     Returns
     -------
@@ -72,7 +107,7 @@ def run(ingredients, pool):
     outputs.check_writable(path, rp, resumable=(kind == "dynesty"))
     workpool = pool if getattr(pool, "size", 1) > 1 else None
     fit_kwargs = {k: v for k, v in rp.items() if k not in _NOT_FIT_KWARGS}
-    fit_kwargs.update(pool=workpool, queue_size=getattr(pool, "size", 1))
+    fit_kwargs.update(pool=workpool, queue_size=queue_size(rp, getattr(pool, "size", 1)))
     if rp.get("quiet"):
         fit_kwargs.update(verbose=False, print_progress=False)
     # Prospector's emcee and minimizer draw from numpy's global generator.
@@ -324,9 +359,15 @@ def _write(path, ingredients, sampler, optres, tsample, topt, pool, initial_cent
     if optres:
         opt_derived = derived_quantities(np.array([r.x for r in optres]), pool)
     with outputs.atomic_path(path) as tmp:
-        write_hdf5(tmp, run_params, ing.model, ing.obs, sampler=sampler,
-                   optimize_result_list=None, tsample=tsample, toptimize=topt,
-                   sampling_initial_center=initial_center, sps=ing.sps)
+        # Prospector's own best-fit spectrum (smoothed) goes into the file.
+        skipping = getattr(ing.model, _compat.PHOTOMETRY_ONLY, False)
+        _compat.set_photometry_only(ing.model, ing.obs, on=False)
+        try:
+            write_hdf5(tmp, run_params, ing.model, ing.obs, sampler=sampler,
+                       optimize_result_list=None, tsample=tsample, toptimize=topt,
+                       sampling_initial_center=initial_center, sps=ing.sps)
+        finally:
+            _compat.set_photometry_only(ing.model, ing.obs, on=skipping)
         with h5py.File(tmp, "a") as hf:
             sdat = hf.require_group("sampling")
             if derived is not None:

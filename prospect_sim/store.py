@@ -1,5 +1,8 @@
 """The simulation HDF5 file: its layout, and the only code that writes it.
 
+The low-level file helpers it writes through (storage chunking, attribute
+encoding, the atomic move into place) are in :mod:`prospect_sim.h5files`.
+
 A simulation file holds ``n_samples`` prior draws split into fixed-size
 chunks. Chunk ``k`` covers rows ``k * chunk_size`` up to
 ``min((k + 1) * chunk_size, n_samples)`` and is either complete (its flag in
@@ -50,13 +53,14 @@ import json
 import logging
 import os
 import tempfile
-import zlib
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .errors import StoreError
+from .h5files import (_allocate, _as_str_list, _checksum, _default_mode,
+                      _move_into_place, _open_h5, _set_attr, _str_array,
+                      _unlink_quietly)
 
 __all__ = ["SCHEMA_VERSION", "SimulationStore", "n_chunks"]
 
@@ -67,21 +71,11 @@ SCHEMA_VERSION = 1
 
 _REQUIRED_ATTRS = ("schema_version", "theta_labels", "filter_names", "extras",
                    "n_samples", "chunk_size", "seed")
-#: Target size in bytes of one HDF5 storage chunk.
-_H5_CHUNK_BYTES = 1 << 20
 
 
 def n_chunks(n_samples, chunk_size):
     """Number of chunks needed for ``n_samples`` rows (the last may be partial)."""
     return -(-int(n_samples) // int(chunk_size))
-
-
-def _str_array(values):
-    return np.array([str(v) for v in values], dtype=h5py.string_dtype())
-
-
-def _as_str_list(value):
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value)]
 
 
 def _storage_error(path, action, exc):
@@ -515,28 +509,7 @@ class SimulationStore:
 
 
 # ----------------------------------------------------------------------
-# helpers
-def _open_h5(path, mode):
-    # A writer writes whole storage chunks: HDF5's chunk cache would only add
-    # copies (and, through allocator fragmentation, tens of MB of memory that
-    # grow with the number of rows written).
-    return h5py.File(path, mode, rdcc_nbytes=0) if mode != "r" else h5py.File(path, mode)
-
-
-def _h5_chunk_rows(chunk_size, width):
-    """Rows per HDF5 storage chunk: about 1 MB, and a divisor of ``chunk_size``
-    when one is close, so that every simulation chunk is whole storage chunks."""
-    limit = max(1, _H5_CHUNK_BYTES // (8 * max(1, width)))
-    if chunk_size <= limit:
-        return int(chunk_size)
-    divisors = set()
-    for d in range(1, int(chunk_size ** 0.5) + 1):
-        if chunk_size % d == 0:
-            divisors.update((d, chunk_size // d))
-    best = max(d for d in divisors if d <= limit)
-    return int(best if best >= limit // 4 else limit)
-
-
+# helpers (the low-level HDF5 ones are in h5files.py)
 def _write_layout(f, theta_labels, filter_names, extras, n_samples, chunk_size,
                   seed, attrs):
     """Write attributes, then allocate every dataset at full size."""
@@ -560,75 +533,6 @@ def _write_layout(f, theta_labels, filter_names, extras, n_samples, chunk_size,
         _allocate(f, "extras/" + name, n_samples, 0, np.float64, np.nan, chunk_size)
     _allocate(f, "chunks_done", K, 0, bool, False, max(1, min(K, 1 << 16)))
     _allocate(f, "chunk_checksum", K, 0, np.uint32, 0, max(1, min(K, 1 << 16)))
-
-
-def _allocate(f, name, n, width, dtype, fill, chunk_size):
-    """A resizable dataset allocated (and filled) at once, so later writes are raw data only."""
-    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    shape, maxshape = ((n, width), (None, width)) if width else ((n,), (None,))
-    chunks = (_h5_chunk_rows(chunk_size, width),) + shape[1:]
-    f.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks,
-                     fillvalue=fill, dcpl=dcpl)
-
-
-def _set_attr(f, name, value):
-    if isinstance(value, (dict, tuple)) or (isinstance(value, list) and not
-                                            all(isinstance(v, str) for v in value)):
-        value = json.dumps(value, default=repr)
-    if isinstance(value, list):
-        f.attrs[name] = _str_array(value or [""])
-    elif isinstance(value, str) and len(value.encode()) > 32768:
-        if name in f.attrs:
-            del f.attrs[name]
-        key = "provenance/" + name
-        if key in f:
-            del f[key]
-        f.create_dataset(key, data=value, dtype=h5py.string_dtype())
-    elif value is None:
-        f.attrs[name] = ""
-    else:
-        f.attrs[name] = value
-
-
-def _checksum(arrays):
-    crc = 0
-    for arr in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(arr).view(np.uint8).reshape(-1), crc)
-    return np.uint32(crc)
-
-
-def _default_mode(tmp):
-    """Give a temporary file (0600 from mkstemp) the mode a new file would get."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-
-
-def _move_into_place(tmp, path, overwrite):
-    _default_mode(tmp)
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)          # atomic, and fails if path exists
-    except FileExistsError:
-        raise StoreError(f"simulation file {path} already exists; pass --resume to "
-                         "continue it or --overwrite to replace it") from None
-    except OSError:                 # no hard links on this file system
-        if os.path.exists(path):
-            raise StoreError(f"simulation file {path} already exists; pass --resume "
-                             "to continue it or --overwrite to replace it") from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
-
-
-def _unlink_quietly(path):
-    try:
-        Path(path).unlink()
-    except OSError:
-        pass
 
 
 def _ranges(ids):

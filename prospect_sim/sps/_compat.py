@@ -9,6 +9,19 @@ when the file cannot be read, the model gets an empty emission-line table
 (``parse_elines`` in each ``predict``) needs.  When the file exists the
 original method runs unchanged.  Prospector's installed files are not edited.
 
+It also wraps ``SpecModel.predict_spec`` for photometry-only fits.  On
+every call Prospector 1.4 smooths the whole model spectrum (an FFT over
+every pixel, at ``sigma_smooth``, 100 km/s by default) and puts it on the
+output grid even when there is no spectrum to fit, and then never uses it:
+``predict_phot`` reads the unsmoothed ``_norm_spec``.  That is about a third
+of a likelihood call with the embedded grid, and its large temporaries make
+two processes on two cores slow each other down.  A model whose attribute
+:data:`PHOTOMETRY_ONLY` is True (set by the fit modes, see
+:func:`set_photometry_only`) skips that work when the obs has neither
+``spectrum`` nor ``wavelength``; the photometry and likelihood are
+unchanged.  Every other model, and every obs with a spectrum, runs
+Prospector's method as is.
+
 :func:`install` patches at once if ``prospect.models.sedmodel`` is already
 imported, otherwise it adds a small import hook that patches right after
 that module is imported, so calling it costs nothing (no Prospector import).
@@ -21,11 +34,13 @@ import sys
 
 import numpy as np
 
-__all__ = ["install", "patch", "EMPTY_ELINE_INFO"]
+__all__ = ["install", "patch", "set_photometry_only", "EMPTY_ELINE_INFO", "PHOTOMETRY_ONLY"]
 
 _TARGET = "prospect.models.sedmodel"
 _ELINE_DTYPE = [("wave", "f8"), ("name", "<U20")]
 EMPTY_ELINE_INFO = np.zeros(0, dtype=_ELINE_DTYPE)
+#: Model attribute that lets ``predict_spec`` skip the unused spectrum.
+PHOTOMETRY_ONLY = "_prospect_sim_photometry_only"
 
 
 def _eline_file(eline_file):
@@ -36,11 +51,28 @@ def _eline_file(eline_file):
     return path if os.path.isfile(path) else None
 
 
+def set_photometry_only(model, obs, on=True):
+    """Let ``model.predict`` skip the spectrum it would compute and discard.
+
+    Only when ``obs`` has no ``spectrum`` and no ``wavelength`` (otherwise,
+    and for models that are not a ``SpecModel``, nothing changes).
+
+    Returns
+    -------
+    bool
+        Whether the model now skips the spectrum.
+    """
+    on = bool(on) and obs.get("spectrum") is None and obs.get("wavelength") is None
+    setattr(model, PHOTOMETRY_ONLY, on)
+    return on
+
+
 def patch(module):
-    """Wrap ``module.SpecModel.init_eline_info`` (idempotent)."""
+    """Wrap ``module.SpecModel``'s ``init_eline_info`` and ``predict_spec`` (idempotent)."""
     cls = getattr(module, "SpecModel", None)
     if cls is None or getattr(cls.init_eline_info, "_prospect_sim_patched", False):
         return
+    _patch_predict_spec(cls)
     original = cls.init_eline_info
 
     def init_eline_info(self, eline_file="emlines_info.dat"):
@@ -54,6 +86,28 @@ def patch(module):
     init_eline_info.__doc__ = original.__doc__
     init_eline_info.__wrapped__ = original
     cls.init_eline_info = init_eline_info
+
+
+def _patch_predict_spec(cls):
+    original = cls.predict_spec
+
+    def predict_spec(self, obs, sigma_spec=None, **extras):
+        if not (getattr(self, PHOTOMETRY_ONLY, False) and obs.get("spectrum") is None
+                and obs.get("wavelength") is None):
+            return original(self, obs, sigma_spec=sigma_spec, **extras)
+        # What predict_phot needs from predict_spec: the observed-frame grid
+        # and the emission-line bookkeeping.  The spectrum returned is the
+        # unsmoothed model (maggies) on that grid; nothing fits it.
+        self._outwave = self.observed_wave(self._wave, do_wavecal=False)
+        self.cache_eline_parameters(obs)
+        self._speccal = 1.0
+        self._sed = self._norm_spec
+        return self._norm_spec
+
+    predict_spec._prospect_sim_patched = True
+    predict_spec.__doc__ = original.__doc__
+    predict_spec.__wrapped__ = original
+    cls.predict_spec = predict_spec
 
 
 class _PatchAfterImport(importlib.abc.MetaPathFinder):

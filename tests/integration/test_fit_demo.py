@@ -57,9 +57,21 @@ def test_demo_optimize(tmp_path):
 def test_demo_emcee(tmp_path):
     proc = _run([sys.executable, DEMO, *EMCEE, "--quiet"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res, _, _ = _read(tmp_path / "demo_params_emcee.h5")
+    res, obs, _ = _read(tmp_path / "demo_params_emcee.h5")
     assert res["chain"].shape == (16, 8, 6)
     assert np.all((res["mfrac"] > 0.2) & (res["mfrac"] < 1))
+    # the sampling skipped the smoothed spectrum; the stored best fit is Prospector's own
+    sys.path.insert(0, str(DEMO.parent))
+    try:
+        import demo_params
+    finally:
+        sys.path.pop(0)
+    model, sps = demo_params.build_model(), demo_params.build_sps()
+    best = res["bestfit"]
+    spec, phot, _ = model.predict(best["parameter"], obs=demo_params.build_obs(), sps=sps)
+    np.testing.assert_allclose(best["spectrum"], spec, rtol=1e-6)
+    np.testing.assert_allclose(best["photometry"], phot, rtol=1e-8)
+    assert not np.allclose(spec, model._norm_spec, rtol=1e-3, atol=0)   # smoothed
 
 
 @pytest.mark.slow

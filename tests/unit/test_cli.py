@@ -151,6 +151,7 @@ def test_builder_returns_wrong_kind(tmp_path):
     (["--train", "--simfile", "missing_sims.h5"], "missing_sims.h5 does not exist"),
     (["--train"], "p_sims.h5 does not exist"),
     (["--dynesty", "--workers", "0"], "--workers must be at least 1"),
+    (["--dynesty", "--queue_size", "0"], "--queue_size must be at least 1"),
     (["--emcee", "--resume"], "--restart_from"),
 ])
 def test_usage_errors(tmp_path, args, fragment):
@@ -281,3 +282,13 @@ def test_tool_info_and_run(tmp_path):
     proc = _run(["-m", "prospect_sim", "run", TOY, "--optimize", "--quiet"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "toy_params_optimize.h5"
+
+
+def test_dynesty_queue_size_rule():
+    from prospect_sim.fit import queue_size
+    assert queue_size({}, 1) == 1                               # serial: one at a time
+    assert queue_size({}, 2) == 8                               # 4 M while K // 8 allows
+    assert queue_size({"nested_nlive_init": 40}, 2) == 5        # K // 8 for small K
+    assert queue_size({"nested_nlive_init": 8}, 2) == 2         # never below M
+    assert queue_size({}, 63) == 63                             # many workers: M
+    assert queue_size({"queue_size": 3}, 2) == 3                # --queue_size wins

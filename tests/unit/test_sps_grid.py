@@ -168,3 +168,40 @@ def test_batched_photometry_with_birth_clouds_free_dust_index_and_high_z(sps, fi
     assert free.sum() > 300 and (~free).sum() > 50
     assert dmag[free].max() < 1e-3, dmag[free].max()
     assert dmag[~free].max() < 0.1, dmag[~free].max()
+
+
+def test_photometry_only_skip_gives_prospectors_likelihood(sps, filters):
+    """Skipping the unused smoothed spectrum changes no photometry and no lnprob."""
+    from prospect.fitting import lnprobfn
+    from prospect_sim.sps import _compat
+    model = _demo_model()
+    theta, _ = _prior_draws(model, 20, seed=5)
+    maggies = np.array(_predicted(model, theta[:1], filters, sps))[0]
+    obs = dict(filters=filters, wavelength=None, spectrum=None, maggies=maggies,
+               maggies_unc=0.05 * maggies, phot_mask=np.ones(5, dtype=bool))
+
+    def run():
+        return [(model.predict(t, obs=obs, sps=sps)[1].copy(),
+                 lnprobfn(t, model=model, obs=obs, sps=sps)) for t in theta]
+
+    assert _compat.set_photometry_only(model, obs, on=False) is False
+    reference = run()
+    assert _compat.set_photometry_only(model, obs) is True
+    skipped = run()
+    for (phot0, lnp0), (phot1, lnp1) in zip(reference, skipped):
+        np.testing.assert_array_equal(phot1, phot0)
+        assert lnp1 == lnp0
+    # the spectrum it returns is the unsmoothed model, not Prospector's smoothed one
+    spec, _, _ = model.predict(theta[0], obs=obs, sps=sps)
+    np.testing.assert_array_equal(spec, model._norm_spec)
+
+
+def test_photometry_only_never_skips_a_spectrum(sps, filters):
+    from prospect_sim.sps import _compat
+    model = _demo_model()
+    wave = np.linspace(4000.0, 8000.0, 50)
+    obs = dict(filters=filters, wavelength=wave, spectrum=np.ones(50), unc=np.ones(50),
+               mask=np.ones(50, dtype=bool))
+    assert _compat.set_photometry_only(model, obs) is False
+    spec, _, _ = model.predict(model.theta, obs=obs, sps=sps)
+    assert spec.shape == wave.shape
