@@ -33,6 +33,7 @@ simulations; this script only measures. Nothing is asserted.
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -76,6 +77,11 @@ def main(argv=None):
                    help="amortised draws per mock (raw quantiles and importance weights)")
     p.add_argument("--dynesty_runs", type=int, default=2,
                    help="independent dynesty fits per mock, merged into the reference")
+    p.add_argument("--cache", default=None,
+                   help="folder to keep each dynesty fit in (pickled) and reuse on later runs")
+    p.add_argument("--reference_draws", type=int, default=0,
+                   help="also compare every method with the exact posterior from this many "
+                        "importance-weighted flow draws (e.g. 400000; 0: off)")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--n_recovery", type=int, default=1000)
     p.add_argument("--only", default=None,
@@ -189,8 +195,6 @@ def _mocks(post, ckpt, model, sps, obs, a):
     """dynesty vs the amortised posterior (raw and importance-weighted) on mocks."""
     import torch
     from dynesty.utils import merge_runs
-    from prospect.fitting import fit_model
-    from prospect_sim.sps import _compat
     from prospect_sim.amortized.importance import Reweighter, ess, weighted_quantiles
     from prospect_sim.forward import predict_batch, prior_transform
 
@@ -228,82 +232,203 @@ def _mocks(post, ckpt, model, sps, obs, a):
             continue
         flux, unc, missing = (x[i:i + 1] for x in noisy)
         mock = dict(obs, maggies=flux[0], maggies_unc=unc[0], phot_mask=~missing[0])
-        _compat.set_photometry_only(model, mock)     # as the --dynesty mode does
-        runs, t = [], time.perf_counter()
-        for _ in range(a.dynesty_runs):
-            runs.append(fit_model(
-                mock, model, sps, noise=(None, None), dynesty=True, optimize=False,
-                emcee=False, nested_nlive_init=a.nlive, nested_dlogz_init=a.dlogz,
-                nested_sample=a.sample, nested_walks=a.walks, nested_maxbatch=0,
-                verbose=False, print_progress=False)["sampling"][0])
-        t_dyn = (time.perf_counter() - t) / len(runs)
+        runs, t_dyn = _dynesty(model, sps, mock, a, f"seed{a.seed}_mock{i}")
         res = merge_runs(runs) if len(runs) > 1 else runs[0]
-        w = np.exp(res["logwt"] - res["logz"][-1])
-        dq = _quantiles(res["samples"][:, post.inferred_index], w)
-        single = [_quantiles(r["samples"][:, post.inferred_index],
-                             np.exp(r["logwt"] - r["logz"][-1])) for r in runs]
+        dq = _dynesty_quantiles(res, post.inferred_index)
+        single = [_dynesty_quantiles(r, post.inferred_index) for r in runs]
         t = time.perf_counter()
         draws, log_q = post.sample(flux, unc, missing, None, a.n_draws,
                                    torch.Generator().manual_seed(k))
         t_flow = time.perf_counter() - t
         fq = np.quantile(draws[0], [0.16, 0.5, 0.84], axis=0)
-        full = np.empty(draws.shape[:2] + (len(ckpt["problem"]["theta_labels"]),))
-        full[..., post.inferred_index] = draws
-        log_w = rw.log_weights(full, log_q, flux, unc, missing)
+        log_w = rw.log_weights(_full(draws, post, ckpt), log_q, flux, unc, missing)
         iq = weighted_quantiles(draws, log_w, [0.16, 0.5, 0.84])[:, 0]
-        sd = (dq[2] - dq[0]) / 2
         row = {"index": i, "kind": kind, "snr": float(np.sqrt(np.sum((flux / unc) ** 2))),
                "t_dynesty": t_dyn, "t_flow": t_flow, "ess": float(ess(log_w)[0]),
                "params": {}}
+        versus = {"": _versus(fq, dq), "is_": _versus(iq, dq)}
+        if len(single) > 1:                          # one dynesty run against another
+            versus["dyn2_"] = _versus(single[1], single[0])
         for j, lab in enumerate(labels):
-            p = {"truth": float(theta[i, post.inferred_index[j]]), "dyn_median": float(dq[1, j]),
-                 "dmed": float(abs(fq[1, j] - dq[1, j]) / sd[j]),
-                 "w68": float((fq[2, j] - fq[0, j]) / (dq[2, j] - dq[0, j])),
-                 "is_dmed": float(abs(iq[1, j] - dq[1, j]) / sd[j]),
-                 "is_w68": float((iq[2, j] - iq[0, j]) / (dq[2, j] - dq[0, j]))}
-            if len(single) > 1:        # one dynesty run against another
-                d1, d2 = single[0][:, j], single[1][:, j]
-                p["dyn2_dmed"] = float(abs(d2[1] - d1[1]) / ((d1[2] - d1[0]) / 2))
-                p["dyn2_w68"] = float((d2[2] - d2[0]) / (d1[2] - d1[0]))
+            p = {"truth": float(theta[i, post.inferred_index[j]]), "dyn_median": float(dq[1, j])}
+            for prefix, (dmed, w68) in versus.items():
+                p[prefix + "dmed"], p[prefix + "w68"] = float(dmed[j]), float(w68[j])
             row["params"][lab] = p
             print(f"{k:>4} {lab:>10} {p['truth']:10.4g} {p['dyn_median']:10.4g} "
                   f"{p['dmed']:9.2f} {p['w68']:9.2f} {p['is_dmed']:12.2f} {p['is_w68']:7.2f} "
                   f"{p.get('dyn2_dmed', np.nan):14.2f} {p.get('dyn2_w68', np.nan):8.2f}")
-        ok = lambda d, r: d <= 0.3 and abs(r - 1) <= 0.3          # noqa: E731
-        row["pass"] = all(ok(p["dmed"], p["w68"]) for p in row["params"].values())
-        row["is_pass"] = all(ok(p["is_dmed"], p["is_w68"]) for p in row["params"].values())
-        if len(single) > 1:
-            row["dyn2_pass"] = all(ok(p["dyn2_dmed"], p["dyn2_w68"])
-                                   for p in row["params"].values())
+        for prefix in versus:
+            row[prefix + "pass"] = _passes(row["params"], prefix)
+        if a.reference_draws:
+            row["reference"] = _against_reference(
+                post, rw, ckpt, (flux, unc, missing), a, k,
+                {"flow": fq, "importance": iq, "dynesty merged": dq,
+                 **{f"dynesty run {r + 1}": q for r, q in enumerate(single)}}, labels)
         if kind == "two-peaked z":
-            zs = res["samples"][:, post.inferred_index[zj]]
-            wn = np.exp(log_w[0] - np.max(log_w[0]))
-            row["high_z_mass"] = {
-                "dynesty": float(np.sum(w[zs > valley])),
-                "dynesty_runs": [float(np.sum(np.exp(r["logwt"] - r["logz"][-1])[
-                    r["samples"][:, post.inferred_index[zj]] > valley])) for r in runs],
-                "flow": float(np.mean(draws[0, :, zj] > valley)),
-                "importance": float(np.sum(wn[draws[0, :, zj] > valley]) / np.sum(wn)),
-                "valley_z": float(valley)}
+            row["high_z_mass"] = _high_z_mass(runs, res, post.inferred_index[zj], zj, draws[0],
+                                              log_w[0], valley, row.get("reference"))
         out.append(row)
-        hz = row.get("high_z_mass")
-        extra = (f"; mass above z={valley:.2f}: dynesty {hz['dynesty']:.2f} (runs "
-                 f"{', '.join(f'{x:.2f}' for x in hz['dynesty_runs'])}), flow {hz['flow']:.2f}, "
-                 f"importance-weighted {hz['importance']:.2f}" if hz else "")
-        if "dyn2_pass" in row:
-            extra += f"; dynesty run 2 vs run 1 passes: {row['dyn2_pass']}"
         print(f"     {kind}, total S/N {row['snr']:.0f}: pass {row['pass']} (importance "
               f"{row['is_pass']}); dynesty {t_dyn:.0f} s, flow {1e3 * t_flow:.0f} ms "
-              f"({a.n_draws} draws, {t_dyn / t_flow:,.0f}x), IS ESS {row['ess']:.0f}{extra}",
-              flush=True)
-    raw = np.array([[p["dmed"], abs(p["w68"] - 1)] for r in out for p in r["params"].values()])
-    imp = np.array([[p["is_dmed"], abs(p["is_w68"] - 1)] for r in out
-                    for p in r["params"].values()])
-    print(f"\npassing mocks: {sum(r['pass'] for r in out)} of {len(out)} raw, "
-          f"{sum(r['is_pass'] for r in out)} of {len(out)} importance-weighted; mean "
-          f"|dmed|/sd {raw[:, 0].mean():.2f} -> {imp[:, 0].mean():.2f}, mean |w68 - 1| "
-          f"{raw[:, 1].mean():.2f} -> {imp[:, 1].mean():.2f} with importance weights")
+              f"({a.n_draws} draws, {t_dyn / t_flow:,.0f}x), IS ESS {row['ess']:.0f}"
+              f"{_notes(row)}", flush=True)
+    _summary(out)
     return out
+
+
+def _dynesty(model, sps, mock, a, tag):
+    """``--dynesty_runs`` fits of ``mock`` (dynesty Results) and the mean seconds per fit.
+
+    Each fit runs as the ``--dynesty`` mode runs it (the unused model spectrum
+    skipped).  With ``--cache DIR`` every run is pickled there under a name
+    made of ``tag`` and the dynesty settings, and read back by a later call
+    instead of fitting again (so the reference can be reused).
+    """
+    from prospect.fitting import fit_model
+    from prospect_sim.sps import _compat
+    _compat.set_photometry_only(model, mock)
+    runs, seconds = [], []
+    for r in range(a.dynesty_runs):
+        name = f"{tag}_nlive{a.nlive}_{a.sample}{a.walks}_dlogz{a.dlogz}_run{r}.pkl"
+        path = None if a.cache is None else Path(a.cache) / name
+        if path is not None and path.exists():
+            with open(path, "rb") as fh:     # written by this script
+                res, sec = pickle.load(fh)
+        else:
+            t = time.perf_counter()
+            res = fit_model(mock, model, sps, noise=(None, None), dynesty=True, optimize=False,
+                            emcee=False, nested_nlive_init=a.nlive, nested_dlogz_init=a.dlogz,
+                            nested_sample=a.sample, nested_walks=a.walks, nested_maxbatch=0,
+                            verbose=False, print_progress=False)["sampling"][0]
+            sec = time.perf_counter() - t
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "wb") as fh:
+                    pickle.dump((res, sec), fh)
+        runs.append(res)
+        seconds.append(sec)
+    return runs, float(np.mean(seconds))
+
+
+def _dynesty_quantiles(res, index):
+    return _quantiles(res["samples"][:, index], np.exp(res["logwt"] - res["logz"][-1]))
+
+
+def _full(draws, post, ckpt):
+    """Draws of the inferred parameters as full parameter vectors (conditions unset)."""
+    full = np.empty(draws.shape[:2] + (len(ckpt["problem"]["theta_labels"]),))
+    full[..., post.inferred_index] = draws
+    return full
+
+
+def _versus(q, ref):
+    """Per parameter: |median - reference median| / reference sd, and the 68% width ratio.
+
+    ``q`` and ``ref`` are (3, D) quantiles at 0.16, 0.5, 0.84; sd is half the
+    reference's 68% width.
+    """
+    width = ref[2] - ref[0]
+    return np.abs(q[1] - ref[1]) / (width / 2), (q[2] - q[0]) / width
+
+
+def _passes(params, prefix):
+    """Issue 6's test: every parameter within 0.3 sd in median and 30% in width."""
+    return all(p[prefix + "dmed"] <= 0.3 and abs(p[prefix + "w68"] - 1) <= 0.3
+               for p in params.values())
+
+
+def _against_reference(post, rw, ckpt, data, a, k, methods, labels, batch=50_000):
+    """Every method against the exact posterior, by importance sampling many flow draws.
+
+    ``--reference_draws`` flow draws, weighted with the exact likelihood, give
+    the posterior's quantiles to a precision set by their ESS (reported),
+    independently of dynesty; the flow proposal covers the posterior as long
+    as the ESS is large.
+    """
+    import torch
+    from prospect_sim.amortized.importance import ess, weighted_quantiles
+    flux, unc, missing = data
+    draws, log_w = [], []
+    for start in range(0, a.reference_draws, batch):
+        n = min(batch, a.reference_draws - start)
+        d, log_q = post.sample(flux, unc, missing, None, n,
+                               torch.Generator().manual_seed(10_000 * (k + 1) + start))
+        draws.append(d)
+        log_w.append(rw.log_weights(_full(d, post, ckpt), log_q, flux, unc, missing))
+    draws, log_w = np.concatenate(draws, axis=1), np.concatenate(log_w, axis=1)
+    ref = weighted_quantiles(draws, log_w, [0.16, 0.5, 0.84])[:, 0]
+    out = {"ess": float(ess(log_w)[0]), "n_draws": a.reference_draws,
+           "median": ref[1].tolist(), "methods": {}}
+    print(f"     against the importance-sampling reference ({a.reference_draws:,} flow "
+          f"draws, ESS {out['ess']:,.0f}): |dmed|/sd and w68 per parameter ({', '.join(labels)})")
+    for name, q in methods.items():
+        dmed, w68 = _versus(q, ref)
+        ok = bool(np.all(dmed <= 0.3) and np.all(np.abs(w68 - 1) <= 0.3))
+        out["methods"][name] = {"dmed": dmed.tolist(), "w68": w68.tolist(), "pass": ok}
+        print(f"       {name:>16}: " + " ".join(f"{d:4.2f}/{w:4.2f}" for d, w in zip(dmed, w68))
+              + f"   pass {ok}")
+    out["draws"], out["log_w"] = draws[0], log_w[0]      # for _high_z_mass; not written
+    return out
+
+
+def _high_z_mass(runs, merged, zcol, zj, flow_draws, log_w, valley, reference):
+    """Posterior mass above the valley of a two-peaked p(z), per method."""
+    def weighted(z, lw):
+        w = np.exp(lw - np.max(lw))
+        return float(np.sum(w[z > valley]) / np.sum(w))
+    out = {"valley_z": float(valley), "flow": float(np.mean(flow_draws[:, zj] > valley)),
+           "importance": weighted(flow_draws[:, zj], log_w),
+           "dynesty": weighted(merged["samples"][:, zcol], merged["logwt"]),
+           "dynesty_runs": [weighted(r["samples"][:, zcol], r["logwt"]) for r in runs]}
+    if reference is not None:
+        out["reference"] = weighted(reference["draws"][:, zj], reference["log_w"])
+    return out
+
+
+def _notes(row):
+    """The end of a mock's summary line: two-peak masses and dynesty's self-agreement."""
+    text = ""
+    hz = row.get("high_z_mass")
+    if hz:
+        text += (f"; mass above z={hz['valley_z']:.2f}: dynesty {hz['dynesty']:.2f} (runs "
+                 f"{', '.join(f'{x:.2f}' for x in hz['dynesty_runs'])}), flow {hz['flow']:.2f}, "
+                 f"importance-weighted {hz['importance']:.2f}")
+        if "reference" in hz:
+            text += f", reference {hz['reference']:.2f}"
+    if "dyn2_pass" in row:
+        text += f"; dynesty run 2 vs run 1 passes: {row['dyn2_pass']}"
+    return text
+
+
+def _summary(rows):
+    """Pass counts and mean offsets over all mocks and parameters."""
+    if not rows:
+        return
+    params = [p for r in rows for p in r["params"].values()]
+
+    def mean(prefix):
+        return (np.mean([p[prefix + "dmed"] for p in params]),
+                np.mean([abs(p[prefix + "w68"] - 1) for p in params]))
+
+    n = len(rows)
+    (d0, w0), (d1, w1) = mean(""), mean("is_")
+    print(f"\npassing mocks against dynesty: {sum(r['pass'] for r in rows)} of {n} raw, "
+          f"{sum(r['is_pass'] for r in rows)} of {n} importance-weighted; mean |dmed|/sd "
+          f"{d0:.2f} -> {d1:.2f}, mean |w68 - 1| {w0:.2f} -> {w1:.2f} with importance weights")
+    if all("dyn2_pass" in r for r in rows):
+        d2, w2 = mean("dyn2_")
+        print(f"dynesty run 2 against run 1: passes {sum(r['dyn2_pass'] for r in rows)} of {n}; "
+              f"mean |dmed|/sd {d2:.2f}, mean |w68 - 1| {w2:.2f}")
+    refs = [r["reference"] for r in rows if "reference" in r]
+    if refs:
+        for name in refs[0]["methods"]:
+            got = [ref["methods"][name] for ref in refs if name in ref["methods"]]
+            dmed = np.mean([np.mean(g["dmed"]) for g in got])
+            dw = np.mean([np.mean(np.abs(np.array(g["w68"]) - 1)) for g in got])
+            print(f"against the reference, {name:>16}: passes {sum(g['pass'] for g in got)} "
+                  f"of {len(got)}; mean |dmed|/sd {dmed:.2f}, mean |w68 - 1| {dw:.2f}")
+        for ref in refs:
+            ref.pop("draws"), ref.pop("log_w")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ from ..errors import InferenceError
 
 __all__ = ["Reweighter", "ess", "weighted_quantiles", "log_prior"]
 
+#: Draws predicted per call: the memory of the fast path grows with the rows
+#: of one call (~2 kB each), so objects x draws are predicted in pieces.
+PREDICT_ROWS = 8192
+
 
 def log_prior(theta, prior, labels):
     """Log prior density (N,) up to a constant for the known Prospector kinds.
@@ -140,8 +144,10 @@ class Reweighter:
         """
         n_obj, n_draw, d = theta.shape
         flat = theta.reshape(-1, d)
-        phot, _ = self._predict(self.model, self.sps, self.obs, flat)
-        phot = np.asarray(phot, dtype=float).reshape(n_obj, n_draw, -1)
+        phot = np.concatenate([
+            np.asarray(self._predict(self.model, self.sps, self.obs, flat[s:s + PREDICT_ROWS])[0],
+                       dtype=float) for s in range(0, len(flat), PREDICT_ROWS)])
+        phot = phot.reshape(n_obj, n_draw, -1)
         if self.exact:
             log_l = self._log_like_prospector(theta, phot, flux, unc, missing)
         else:

@@ -244,3 +244,28 @@ def test_importance_applies_the_param_files_phot_noise():
     diff = with_noise - doubled
     np.testing.assert_allclose(diff - diff[:, :1], 0, atol=1e-8)
     assert np.ptp(plain - doubled, axis=1).min() > 1.0  # the noise model matters here
+
+
+def test_importance_predicts_in_bounded_pieces(trained, monkeypatch):
+    """Objects x draws go to the forward model a bounded number of rows at a time."""
+    import prospect_sim.amortized.importance as imp
+    toy, _, ck = trained
+    rows = []
+
+    def predict(m, s, o, th):
+        rows.append(len(th))
+        return toy.phot(th), {}
+
+    rng = np.random.default_rng(2)
+    theta = 0.2 + 0.6 * rng.random((3, 50, 2))
+    flux, unc, missing = toy.noise.sample(toy.phot(theta[:, 0]), rng)
+    log_q = np.zeros((3, 50))
+    whole = Reweighter(None, None, None, ck["problem"], predict=predict).log_weights(
+        theta, log_q, flux, unc, missing)
+    assert rows == [150]
+    monkeypatch.setattr(imp, "PREDICT_ROWS", 40)
+    rows.clear()
+    pieces = Reweighter(None, None, None, ck["problem"], predict=predict).log_weights(
+        theta, log_q, flux, unc, missing)
+    assert rows == [40, 40, 40, 30]
+    np.testing.assert_array_equal(pieces, whole)
