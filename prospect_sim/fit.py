@@ -7,8 +7,8 @@ ingredients of the parameter file, and results are written with
 back (chain, weights, lnprobability, obs, model parameters, run_params).
 
 - ``--emcee`` and ``--optimize`` run ``prospect.fitting.fit_model`` with the
-  pool. ``--restart_from FILE`` continues an emcee
-  chain from its last walker positions (read without executing stored code).
+  pool. ``--restart_from FILE`` continues an emcee chain from its last
+  walker positions (read without executing stored code).
 - ``--dynesty`` runs dynesty's ``DynamicNestedSampler`` with exactly the
   options, likelihood, stopping and weight functions of Prospector's
   ``run_dynesty_sampler``, but through dynesty's ``run_nested`` so that

@@ -62,9 +62,14 @@ def set_photometry_only(model, obs, on=True):
     bool
         Whether the model now skips the spectrum.
     """
-    on = bool(on) and obs.get("spectrum") is None and obs.get("wavelength") is None
+    on = bool(on) and _no_spectrum(obs)
     setattr(model, PHOTOMETRY_ONLY, on)
     return on
+
+
+def _no_spectrum(obs):
+    """Whether nothing in ``obs`` asks for a model spectrum."""
+    return obs.get("spectrum") is None and obs.get("wavelength") is None
 
 
 def patch(module):
@@ -92,8 +97,7 @@ def _patch_predict_spec(cls):
     original = cls.predict_spec
 
     def predict_spec(self, obs, sigma_spec=None, **extras):
-        if not (getattr(self, PHOTOMETRY_ONLY, False) and obs.get("spectrum") is None
-                and obs.get("wavelength") is None):
+        if not (getattr(self, PHOTOMETRY_ONLY, False) and _no_spectrum(obs)):
             return original(self, obs, sigma_spec=sigma_spec, **extras)
         # What predict_phot needs from predict_spec: the observed-frame grid
         # and the emission-line bookkeeping.  The spectrum returned is the

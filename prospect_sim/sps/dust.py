@@ -136,14 +136,14 @@ def birth_cloud_tau(wave, dust1, dust1_index):
     ndarray of shape (N, W)
     """
     return _power_law(np.asarray(wave, dtype=float)[None, :],
-                           np.asarray(dust1, dtype=float)[:, None],
-                           np.asarray(dust1_index, dtype=float)[:, None])
+                      np.asarray(dust1, dtype=float)[:, None],
+                      np.asarray(dust1_index, dtype=float)[:, None])
 
 
 def birth_cloud_tau_at(wave, dust1, dust1_index):
     """:func:`birth_cloud_tau` at one rest wavelength per object: all (N,), returns (N,)."""
     return _power_law(np.asarray(wave, dtype=float), np.asarray(dust1, dtype=float),
-                           np.asarray(dust1_index, dtype=float))
+                      np.asarray(dust1_index, dtype=float))
 
 
 def _power_law(wave, amplitude, index):

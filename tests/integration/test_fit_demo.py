@@ -61,14 +61,10 @@ def test_demo_emcee(tmp_path):
     assert res["chain"].shape == (16, 8, 6)
     assert np.all((res["mfrac"] > 0.2) & (res["mfrac"] < 1))
     # the sampling skipped the smoothed spectrum; the stored best fit is Prospector's own
-    sys.path.insert(0, str(DEMO.parent))
-    try:
-        import demo_params
-    finally:
-        sys.path.pop(0)
-    model, sps = demo_params.build_model(), demo_params.build_sps()
-    best = res["bestfit"]
-    spec, phot, _ = model.predict(best["parameter"], obs=demo_params.build_obs(), sps=sps)
+    from prospect_sim.paramfile import load
+    ing = load(DEMO).build({})
+    model, best = ing.model, res["bestfit"]
+    spec, phot, _ = model.predict(best["parameter"], obs=ing.obs, sps=ing.sps)
     np.testing.assert_allclose(best["spectrum"], spec, rtol=1e-6)
     np.testing.assert_allclose(best["photometry"], phot, rtol=1e-8)
     assert not np.allclose(spec, model._norm_spec, rtol=1e-3, atol=0)   # smoothed
