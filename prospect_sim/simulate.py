@@ -97,17 +97,21 @@ def draw_unit(design, seed, k, chunk_size, rows, ndim):
 
 # ----------------------------------------------------------------------
 # every process, once, right after building its ingredients
+_WARM_ROWS = 1024
+
+
 def prepare(ingredients):
     """Fill the sps's batched-photometry tables before any chunk is computed.
 
-    GridSPS builds its lattice and outlier tables on the first call, sized
-    to the redshifts it sees (about a second).  Called on every process as
-    it builds its ingredients, so under ``--workers`` the master does it once
-    before the workers are forked and they inherit the tables; under MPI
-    each rank does it at start-up instead of in its first chunk.  The batch
-    includes the prior's upper corner (u = 0.999), so the tables reach the
-    largest redshift the prior gives.  A failure here is left to the run to
-    report, with its chunk.
+    GridSPS builds its lattice, outlier and per-redshift-group tables on
+    first use, for the redshifts and metallicities it sees (under a second
+    in all).  Called on every process as it builds its ingredients, so under
+    ``--workers`` the master does it once before the workers are forked and
+    they inherit the tables; under MPI each rank does it at start-up instead
+    of in its first chunks.  The batch, 1,024 prior draws and the prior's
+    upper corner (u = 0.999), reaches the largest redshift the prior gives
+    and nearly every (redshift group, metallicity) pair.  A failure here is
+    left to the run to report, with its chunk.
     """
     import numpy as np
     from . import forward
@@ -116,7 +120,7 @@ def prepare(ingredients):
             or ing.run_params.get("forward") == "reference"):
         return
     model = ing.model
-    u = np.vstack([draw_unit("random", 0, 0, 16, 16, model.ndim),
+    u = np.vstack([draw_unit("random", 0, 0, _WARM_ROWS, _WARM_ROWS, model.ndim),
                    np.full((1, model.ndim), 0.999)])
     try:
         forward.predict_batch(model, ing.sps, ing.obs, forward.prior_transform(model, u))

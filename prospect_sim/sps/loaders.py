@@ -91,7 +91,7 @@ def refine_sampling(wave, spectra, cap=10.0, lo=7000.0, hi=30000.0):
     Returns
     -------
     wave : ndarray of shape (W',)
-    spectra : ndarray of shape (Z, A, W')
+    spectra : ndarray of shape (Z, A, W'), float32
     """
     gaps = np.diff(wave)
     mids = (wave[:-1] < hi) & (wave[1:] > lo) & (gaps > cap)
@@ -99,14 +99,12 @@ def refine_sampling(wave, spectra, cap=10.0, lo=7000.0, hi=30000.0):
              for a, b in zip(wave[:-1][mids], wave[1:][mids])]
     if not extra:
         return wave, spectra
-    new = np.union1d(wave, np.concatenate(extra))
-    pos = np.searchsorted(wave, new, side="right") - 1
-    pos = np.clip(pos, 0, len(wave) - 2)
-    frac = ((new - wave[pos]) / (wave[pos + 1] - wave[pos])).astype(np.float32)
-    out = np.empty(spectra.shape[:-1] + (len(new),), dtype=np.float32)
-    for i in np.ndindex(spectra.shape[:-2]):        # one metallicity at a time: small temporaries
-        out[i] = spectra[i][..., pos] * (1 - frac) + spectra[i][..., pos + 1] * frac
-    return new, out
+    extra = np.concatenate(extra)                # increasing, strictly inside the gaps
+    pos = np.searchsorted(wave, extra, side="right") - 1          # native point to the left
+    frac = ((extra - wave[pos]) / (wave[pos + 1] - wave[pos])).astype(np.float32)
+    inserted = spectra[..., pos] * (1 - frac) + spectra[..., pos + 1] * frac
+    out = np.insert(spectra.astype(np.float32, copy=False), pos + 1, inserted, axis=-1)
+    return np.union1d(wave, extra), out
 
 
 def _fsps_cache_path():

@@ -1,0 +1,127 @@
+"""Pieces of the batched photometry kernel against independent computations.
+
+- ``_young_basis`` / ``_GroupTable``: the low-rank young-SSP tables against
+  the dense product, with the error bound they promise, on the real BC03
+  moments; an exactly low-rank library is found to be so; a full-rank one
+  is left dense.
+- ``_times_linear``: Legendre moments of a product against Gauss-Legendre
+  quadrature.
+- ``_outlier_fluxes``: the sorted, chunked evaluation against a plain loop
+  over objects.
+"""
+
+import numpy as np
+import pytest
+
+from prospect_sim.sps import load_library
+from prospect_sim.sps.photometry import (PhotometryKernel, _GroupTable, _Lattice,
+                                         _legendre, _outlier_fluxes, _times_linear,
+                                         _young_basis)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    from sedpy.observate import load_filters
+    lib = load_library("bc03", wave_range=(900.0, 12000.0))
+    kern = PhotometryKernel(lib, load_filters([f"decam_{b}" for b in "grizY"]))
+    kern.coarse._build_lattice(160)          # shifts up to z ~ 1.2
+    return kern
+
+
+def _window_moments(lattice, g, k):
+    lo, hi = lattice._window(g)
+    return lattice.moments[k, :, lo:hi]                     # (A, w, K)
+
+
+@pytest.mark.parametrize("g, k", [(0, 0), (4, 3), (9, 6)])
+def test_group_table_keeps_every_bin_within_its_tolerance(kernel, g, k):
+    lat = kernel.coarse
+    moments = _window_moments(lat, g, k).astype(float)
+    table = _GroupTable(moments.astype(np.float32), lat.n_young, lat.young_tol)
+    assert 0 < table.rank < 0.8 * lat.n_young
+    rng = np.random.default_rng(g + k)
+    n_age = len(moments)
+    w = rng.random((200, n_age)) * (rng.random((200, n_age)) < 0.7)
+    w[:50, 100:] = 0.0                                       # young-only populations
+    exact = np.einsum("na,awq->nqw", w, moments)             # moment-major
+    for n_use in (lat.n_young - 5, n_age):
+        got = table.apply(w.astype(np.float32), n_use).reshape(exact.shape)
+        want = np.einsum("na,awq->nqw", w[:, :n_use], moments[:n_use])
+        # each age's every moment is kept within tol of that bin's mean c0 (>= 0),
+        # so a sum with weights >= 0 is within tol * sum(w c0); float32 adds ~1e-6
+        bound = (lat.young_tol * np.einsum("na,aw->nw", w[:, :n_use], moments[:n_use, :, 0])
+                 [:, None, :] + 2e-6 * np.abs(want).max(axis=2, keepdims=True))
+        assert np.all(np.abs(got - want) <= bound)
+    assert np.all(exact[:, 0] > 0)                            # bin means of real spectra
+
+
+def test_young_basis_finds_an_exact_low_rank():
+    rng = np.random.default_rng(1)
+    shapes = rng.random((3, 40, 3)) + 0.5                    # three spectra, 40 bins, K=3
+    mix = rng.random((30, 3))
+    moments = np.einsum("as,swq->awq", mix, shapes)
+    coef, basis = _young_basis(moments, 1e-5)
+    assert len(basis) == 3
+    back = (coef.astype(float) @ basis).reshape(30, 3, 40)   # moment-major
+    assert np.allclose(back, np.swapaxes(moments, 1, 2), rtol=1e-5)
+
+
+def test_young_basis_leaves_a_full_rank_block_dense():
+    moments = np.random.default_rng(2).random((12, 40, 3)) + 0.1
+    assert _young_basis(moments, 1e-5) is None
+    table = _GroupTable(moments.astype(np.float32), 12, 1e-5)
+    assert table.rank == 0
+    w = np.ones((2, 12), dtype=np.float32)
+    assert np.allclose(table.apply(w, 12), (w @ np.swapaxes(moments, 1, 2).reshape(12, -1)),
+                       rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_moments", [1, 2, 3])
+def test_times_linear_matches_quadrature(n_moments):
+    rng = np.random.default_rng(n_moments)
+    n, width = 4, 7
+    spec = rng.normal(size=(n, n_moments, width)).astype(np.float32)
+    t0 = rng.random((n, width)).astype(np.float32)
+    t1 = (0.2 * rng.normal(size=(n, width))).astype(np.float32)
+    x, wq = np.polynomial.legendre.leggauss(8)
+    values = sum(spec[:, q, :, None].astype(float) * _legendre(q, x) for q in range(n_moments))
+    if n_moments == 1:          # documented: the slope has nothing to act on
+        product = values * t0[..., None]
+    else:
+        product = values * (t0[..., None] + t1[..., None] * x)
+    want = np.stack([(2 * q + 1) / 2 * (product * _legendre(q, x) * wq).sum(-1)
+                     for q in range(n_moments)], axis=1)
+    got = _times_linear(spec.copy(), t0, t1)
+    assert np.allclose(got, want, atol=1e-5)
+
+
+def test_outlier_fluxes_match_a_loop_over_objects(kernel):
+    from prospect_sim.sps.params import normalize
+    spikes = [s for _, s in kernel.fine]
+    assert spikes, "DECam i has outlier points"
+    rng = np.random.default_rng(3)
+    n, n_age = 500, len(kernel.kernel.ages)
+    params = dict(zred=rng.uniform(0.01, 1.5, n), mass=np.ones(n), logzsol=np.zeros(n),
+                  dust2=rng.uniform(0, 1, n), tage=np.full(n, 5.0), tau=np.ones(n),
+                  sfh=4, dust_type=0, imf_type=2)
+    batch = normalize(params, kernel.library)
+    zlo = rng.integers(0, kernel.library.spectra.shape[0] - 1, n)
+    w32 = rng.random((n, 2, n_age)).astype(np.float32)
+    got = _outlier_fluxes(spikes, batch, w32, None, zlo, chunk=128)
+    for s, spike in enumerate(spikes):
+        pos = np.log1p(batch.zred) / spike.lattice.delta * spike.n_sub
+        node = np.floor(pos).astype(int)
+        want = np.empty(n)
+        for i in range(n):
+            pair = spike.nodes[:, zlo[i]:zlo[i] + 2]
+            lo = np.sum(w32[i] * pair[node[i]], dtype=float)
+            hi = np.sum(w32[i] * pair[node[i] + 1], dtype=float)
+            want[i] = lo + (pos[i] - node[i]) * (hi - lo)
+        want *= spike._transmission(batch)
+        assert np.allclose(got[:, s], want, rtol=1e-5, atol=1e-7 * np.abs(want).max())
+
+
+def test_lattice_without_young_basis_is_dense(kernel):
+    lat = _Lattice(kernel.library, kernel.coarse.curves, 200.0, 16, 8, 3, young_age=0.0)
+    lat._build_lattice(20)
+    assert lat._table(0, 0).rank == 0
