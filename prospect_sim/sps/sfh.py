@@ -50,13 +50,31 @@ def bin_edges(ages):
     return np.concatenate([[0.0], inner, [ages[-1]]])
 
 
+#: Below this T = tage/tau, exp(a <= T) is finite and the tails take one exponential.
+_ONE_EXP_MAX = 700.0
+
+
 def _p1_tail(a, big_t):
-    """exp(a - T) * (1 - exp(-a)): P1(T) - P1(T - a) with P1(x) = 1 - exp(-x)."""
+    """P1(T) - P1(T - a) with P1(x) = 1 - exp(-x), no overflow.
+
+    ``exp(-T) expm1(a)`` (one exponential per element) when every T is
+    below ``_ONE_EXP_MAX``, else ``exp(a - T) (1 - exp(-a))``.
+    """
+    if np.max(big_t, initial=0.0) < _ONE_EXP_MAX:
+        return np.exp(-big_t) * np.expm1(a)
     return np.exp(a - big_t) * -np.expm1(-a)
 
 
 def _p2_tail(a, big_t):
-    """P2(T) - P2(T - a) with P2(x) = 1 - (1 + x) exp(-x), no overflow."""
+    """P2(T) - P2(T - a) with P2(x) = 1 - (1 + x) exp(-x), no overflow.
+
+    ``exp(-T) [(1 + T - a) expm1(a) - a]`` (one exponential per element)
+    when every T is below ``_ONE_EXP_MAX``, else
+    ``exp(a - T) [(1 + T)(1 - exp(-a)) - a]``; the same cancellation at
+    small ``a`` in both.
+    """
+    if np.max(big_t, initial=0.0) < _ONE_EXP_MAX:
+        return np.exp(-big_t) * ((1.0 + big_t - a) * np.expm1(a) - a)
     return np.exp(a - big_t) * ((1.0 + big_t) * -np.expm1(-a) - a)
 
 
@@ -162,15 +180,22 @@ def ssp_weights(sfh, ages, edges, tage=None, tau=None, agebins=None, bin_mass=No
         if t_young is not None:
             young = w * (np.asarray(tage, dtype=float) * 1e9 < t_young)[:, None]
         return w, young
-    cum = cumulative_fraction(sfh, edges, tage=tage, tau=tau, agebins=agebins,
+    # no mass is older than the oldest star: the bins beyond get weight 0
+    oldest = (np.max(tage, initial=0.0) * 1e9 if sfh in PARAMETRIC
+              else np.max(10**np.asarray(agebins)[..., 1], initial=0.0))
+    used = min(int(np.searchsorted(edges, oldest)) + 1, len(edges))
+    n = len(tage) if sfh in PARAMETRIC else len(bin_mass)
+    w = np.zeros((n, len(ages)))
+    cum = cumulative_fraction(sfh, edges[:used], tage=tage, tau=tau, agebins=agebins,
                               bin_mass=bin_mass)
-    w = np.diff(cum, axis=1)
+    w[:, :used - 1] = np.diff(cum, axis=1)
     young = None
     if t_young is not None:
-        clipped = np.minimum(edges[None, :], np.asarray(t_young, dtype=float)[:, None])
+        young = np.zeros_like(w)
+        clipped = np.minimum(edges[None, :used], np.asarray(t_young, dtype=float)[:, None])
         cy = cumulative_fraction(sfh, clipped, tage=tage, tau=tau, agebins=agebins,
                                  bin_mass=bin_mass)
-        young = np.diff(cy, axis=1)
+        young[:, :used - 1] = np.diff(cy, axis=1)
     return w, young
 
 

@@ -125,3 +125,40 @@ def test_lattice_without_young_basis_is_dense(kernel):
     lat = _Lattice(kernel.library, kernel.coarse.curves, 200.0, 16, 8, 3, young_age=0.0)
     lat._build_lattice(20)
     assert lat._table(0, 0).rank == 0
+
+
+@pytest.mark.parametrize("tail, survival", [
+    ("_p1_tail", lambda x: np.exp(-x)),                  # 1 - P1(x)
+    ("_p2_tail", lambda x: (1 + x) * np.exp(-x)),        # 1 - P2(x)
+])
+def test_sfh_tails_match_extended_precision_and_never_overflow(tail, survival):
+    from prospect_sim.sps import sfh
+    func = getattr(sfh, tail)
+    rng = np.random.default_rng(4)
+    big_t = 10**rng.uniform(-2, np.log10(600), 2000)[:, None]
+    a = big_t * 10**rng.uniform(-6, 0, (2000, 5))
+    t_ld, a_ld = big_t.astype(np.longdouble), a.astype(np.longdouble)
+    want = survival(t_ld - a_ld) - survival(t_ld)           # 64-bit mantissa
+    got = func(a, big_t)
+    assert np.allclose(got, want.astype(float), rtol=1e-8, atol=0)
+    # past exp's range the two-exponential form takes over: finite, and the same law
+    huge = np.array([[1000.0], [5000.0]])
+    edge = np.array([[1e-3, 1.0, 999.0], [1e-3, 10.0, 4999.0]])
+    out = func(edge, huge)
+    assert np.all(np.isfinite(out)) and np.all(out >= 0)
+
+
+def test_ssp_weights_stop_at_the_oldest_star_exactly():
+    from prospect_sim.sps import sfh
+    ages = np.geomspace(1e5, 1.4e10, 120)
+    ages[0] = 0.0
+    edges = sfh.bin_edges(ages)
+    tage = np.array([0.3, 2.0, 7.5])
+    tau = np.array([0.5, 1.0, 3.0])
+    got, _ = sfh.ssp_weights(4, ages, edges, tage=tage, tau=tau)
+    # the same integrals over every edge, one object at a time, with no cut
+    full = np.diff(sfh.cumulative_fraction(4, edges, tage=tage, tau=tau), axis=1)
+    assert np.allclose(got, full, rtol=1e-12, atol=1e-15)
+    assert np.allclose(got.sum(axis=1), 1.0)
+    beyond = edges[None, :-1] >= tage[:, None] * 1e9
+    assert np.all(got[beyond] == 0.0)
