@@ -26,6 +26,9 @@ and ``<checkpoint stem>_recovery.png``:
    parameter does; the count of passing mocks (target: 4 of 5); for the
    two-peaked mock the fraction of posterior mass in the higher-z peak; the
    wall time of each fit and of each amortised posterior, and their ratio.
+   With ``--reference_draws N`` every method is also compared with the exact
+   posterior (N flow draws weighted by the exact likelihood); with
+   ``--dynesty_runs 0`` only that comparison is made (minutes, not hours).
 
 The accuracy targets of issue 6 are for a network trained on >= 1e6
 simulations; this script only measures. Nothing is asserted.
@@ -76,7 +79,8 @@ def main(argv=None):
     p.add_argument("--n_draws", type=int, default=20000,
                    help="amortised draws per mock (raw quantiles and importance weights)")
     p.add_argument("--dynesty_runs", type=int, default=2,
-                   help="independent dynesty fits per mock, merged into the reference")
+                   help="independent dynesty fits per mock, merged into the reference "
+                        "(0: no dynesty; compare with --reference_draws only)")
     p.add_argument("--cache", default=None,
                    help="folder to keep each dynesty fit in (pickled) and reuse on later runs")
     p.add_argument("--reference_draws", type=int, default=0,
@@ -88,6 +92,8 @@ def main(argv=None):
                    help="comma-separated mock numbers to fit (e.g. 0,1 here and 2,3,4 in a "
                         "second process: the mocks are chosen the same way in both)")
     a = p.parse_args(argv)
+    if a.dynesty_runs < 1 and a.n_mocks > 0 and a.reference_draws < 1:
+        p.error("--dynesty_runs 0 needs --reference_draws (something to compare with)")
 
     from prospect_sim.amortized.posterior import AmortizedPosterior, load_checkpoint
     from prospect_sim.amortized.validate import validate
@@ -222,9 +228,10 @@ def _mocks(post, ckpt, model, sps, obs, a):
     for i in rng.choice(rest, max(0, a.n_mocks - len(picks)), replace=False):
         picks.append((int(i), "random"))
 
-    print(f"\n{'mock':>4} {'param':>10} {'truth':>10} {'dyn med':>10} {'|dmed|/sd':>9} "
-          f"{'w68 ratio':>9} {'IS |dmed|/sd':>12} {'IS w68':>7} {'dyn2 |dmed|/sd':>14} "
-          f"{'dyn2 w68':>8}")
+    if a.dynesty_runs > 0:
+        print(f"\n{'mock':>4} {'param':>10} {'truth':>10} {'dyn med':>10} {'|dmed|/sd':>9} "
+              f"{'w68 ratio':>9} {'IS |dmed|/sd':>12} {'IS w68':>7} {'dyn2 |dmed|/sd':>14} "
+              f"{'dyn2 w68':>8}")
     out = []
     only = None if a.only is None else {int(k) for k in a.only.split(",")}
     for k, (i, kind) in enumerate(picks):
@@ -233,8 +240,8 @@ def _mocks(post, ckpt, model, sps, obs, a):
         flux, unc, missing = (x[i:i + 1] for x in noisy)
         mock = dict(obs, maggies=flux[0], maggies_unc=unc[0], phot_mask=~missing[0])
         runs, t_dyn = _dynesty(model, sps, mock, a, f"seed{a.seed}_mock{i}")
-        res = merge_runs(runs) if len(runs) > 1 else runs[0]
-        dq = _dynesty_quantiles(res, post.inferred_index)
+        res = merge_runs(runs) if len(runs) > 1 else (runs[0] if runs else None)
+        dq = None if res is None else _dynesty_quantiles(res, post.inferred_index)
         single = [_dynesty_quantiles(r, post.inferred_index) for r in runs]
         t = time.perf_counter()
         draws, log_q = post.sample(flux, unc, missing, None, a.n_draws,
@@ -246,34 +253,41 @@ def _mocks(post, ckpt, model, sps, obs, a):
         row = {"index": i, "kind": kind, "snr": float(np.sqrt(np.sum((flux / unc) ** 2))),
                "t_dynesty": t_dyn, "t_flow": t_flow, "ess": float(ess(log_w)[0]),
                "params": {}}
-        versus = {"": _versus(fq, dq), "is_": _versus(iq, dq)}
+        versus = {} if dq is None else {"": _versus(fq, dq), "is_": _versus(iq, dq)}
         if len(single) > 1:                          # one dynesty run against another
             versus["dyn2_"] = _versus(single[1], single[0])
         for j, lab in enumerate(labels):
-            p = {"truth": float(theta[i, post.inferred_index[j]]), "dyn_median": float(dq[1, j])}
+            p = {"truth": float(theta[i, post.inferred_index[j]])}
+            if dq is not None:
+                p["dyn_median"] = float(dq[1, j])
             for prefix, (dmed, w68) in versus.items():
                 p[prefix + "dmed"], p[prefix + "w68"] = float(dmed[j]), float(w68[j])
             row["params"][lab] = p
-            print(f"{k:>4} {lab:>10} {p['truth']:10.4g} {p['dyn_median']:10.4g} "
-                  f"{p['dmed']:9.2f} {p['w68']:9.2f} {p['is_dmed']:12.2f} {p['is_w68']:7.2f} "
-                  f"{p.get('dyn2_dmed', np.nan):14.2f} {p.get('dyn2_w68', np.nan):8.2f}")
+            if dq is not None:
+                print(f"{k:>4} {lab:>10} {p['truth']:10.4g} {p['dyn_median']:10.4g} "
+                      f"{p['dmed']:9.2f} {p['w68']:9.2f} {p['is_dmed']:12.2f} "
+                      f"{p['is_w68']:7.2f} {p.get('dyn2_dmed', np.nan):14.2f} "
+                      f"{p.get('dyn2_w68', np.nan):8.2f}")
         for prefix in versus:
             row[prefix + "pass"] = _passes(row["params"], prefix)
         reference = None                             # (draws, log weights) of the reference
         if a.reference_draws:
+            methods = {"flow": fq, "importance": iq}
+            if dq is not None:
+                methods["dynesty merged"] = dq
+                methods.update({f"dynesty run {r + 1}": q for r, q in enumerate(single)})
             row["reference"], ref_draws, ref_log_w = _against_reference(
-                post, rw, ckpt, (flux, unc, missing), a, k,
-                {"flow": fq, "importance": iq, "dynesty merged": dq,
-                 **{f"dynesty run {r + 1}": q for r, q in enumerate(single)}}, labels)
+                post, rw, ckpt, (flux, unc, missing), a, k, methods, labels)
             reference = (ref_draws, ref_log_w)
         if kind == "two-peaked z":
             row["high_z_mass"] = _high_z_mass(runs, res, post.inferred_index[zj], zj, draws[0],
                                               log_w[0], valley, reference)
         out.append(row)
-        print(f"     {kind}, total S/N {row['snr']:.0f}: pass {row['pass']} (importance "
-              f"{row['is_pass']}); dynesty {t_dyn:.0f} s, flow {1e3 * t_flow:.0f} ms "
-              f"({a.n_draws} draws, {t_dyn / t_flow:,.0f}x), IS ESS {row['ess']:.0f}"
-              f"{_notes(row)}", flush=True)
+        against = ("" if dq is None else f"pass {row['pass']} (importance {row['is_pass']}); "
+                   f"dynesty {t_dyn:.0f} s, ")
+        print(f"     {kind}, total S/N {row['snr']:.0f}: {against}flow {1e3 * t_flow:.0f} ms "
+              f"({a.n_draws} draws{'' if dq is None else f', {t_dyn / t_flow:,.0f}x'}), "
+              f"IS ESS {row['ess']:.0f}{_notes(row)}", flush=True)
     _summary(out)
     return out
 
@@ -290,6 +304,8 @@ def _dynesty(model, sps, mock, a, tag):
     from prospect_sim.sps import _compat
     _compat.set_photometry_only(model, mock)
     runs, seconds = [], []
+    if a.dynesty_runs < 1:
+        return runs, float("nan")
     for r in range(a.dynesty_runs):
         name = f"{tag}_nlive{a.nlive}_{a.sample}{a.walks}_dlogz{a.dlogz}_run{r}.pkl"
         path = None if a.cache is None else Path(a.cache) / name
@@ -387,8 +403,9 @@ def _high_z_mass(runs, merged, zcol, zj, flow_draws, log_w, valley, reference):
         return float(np.sum(w[z > valley]) / np.sum(w))
     out = {"valley_z": float(valley), "flow": float(np.mean(flow_draws[:, zj] > valley)),
            "importance": weighted(flow_draws[:, zj], log_w),
-           "dynesty": weighted(merged["samples"][:, zcol], merged["logwt"]),
            "dynesty_runs": [weighted(r["samples"][:, zcol], r["logwt"]) for r in runs]}
+    if merged is not None:
+        out["dynesty"] = weighted(merged["samples"][:, zcol], merged["logwt"])
     if reference is not None:
         ref_draws, ref_log_w = reference
         out["reference"] = weighted(ref_draws[:, zj], ref_log_w)
@@ -400,9 +417,11 @@ def _notes(row):
     text = ""
     hz = row.get("high_z_mass")
     if hz:
-        text += (f"; mass above z={hz['valley_z']:.2f}: dynesty {hz['dynesty']:.2f} (runs "
-                 f"{', '.join(f'{x:.2f}' for x in hz['dynesty_runs'])}), flow {hz['flow']:.2f}, "
-                 f"importance-weighted {hz['importance']:.2f}")
+        text += f"; mass above z={hz['valley_z']:.2f}: "
+        if "dynesty" in hz:
+            text += (f"dynesty {hz['dynesty']:.2f} (runs "
+                     f"{', '.join(f'{x:.2f}' for x in hz['dynesty_runs'])}), ")
+        text += f"flow {hz['flow']:.2f}, importance-weighted {hz['importance']:.2f}"
         if "reference" in hz:
             text += f", reference {hz['reference']:.2f}"
     if "dyn2_pass" in row:
@@ -421,10 +440,12 @@ def _summary(rows):
                 np.mean([abs(p[prefix + "w68"] - 1) for p in params]))
 
     n = len(rows)
-    (d0, w0), (d1, w1) = mean(""), mean("is_")
-    print(f"\npassing mocks against dynesty: {sum(r['pass'] for r in rows)} of {n} raw, "
-          f"{sum(r['is_pass'] for r in rows)} of {n} importance-weighted; mean |dmed|/sd "
-          f"{d0:.2f} -> {d1:.2f}, mean |w68 - 1| {w0:.2f} -> {w1:.2f} with importance weights")
+    if all("pass" in r for r in rows):
+        (d0, w0), (d1, w1) = mean(""), mean("is_")
+        print(f"\npassing mocks against dynesty: {sum(r['pass'] for r in rows)} of {n} raw, "
+              f"{sum(r['is_pass'] for r in rows)} of {n} importance-weighted; mean |dmed|/sd "
+              f"{d0:.2f} -> {d1:.2f}, mean |w68 - 1| {w0:.2f} -> {w1:.2f} with importance "
+              f"weights")
     if all("dyn2_pass" in r for r in rows):
         d2, w2 = mean("dyn2_")
         print(f"dynesty run 2 against run 1: passes {sum(r['dyn2_pass'] for r in rows)} of {n}; "
