@@ -149,6 +149,8 @@ def _open_output(part, post, n_rows, opts, checkpoint, source_name, n_batches, r
              "n_objects": n_rows, "n_draws": int(opts["n_draws"]),
              "seed": int(opts["infer_seed"]), "batch_rows": int(opts["infer_batch"]),
              "importance": bool(importance), "summary_only": bool(opts["summary_only"])}
+    if float(opts["proposal_scale"]) != 1.0:
+        attrs["proposal_scale"] = float(opts["proposal_scale"])
     if resume and os.path.exists(part):
         h5 = h5py.File(part, "a")
         differ = [k for k, v in attrs.items() if h5.attrs.get(k) != v]
@@ -216,6 +218,10 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
     if opts["n_draws"] < 1 or opts["infer_batch"] < 1:
         raise UsageError(f"--n_draws {opts['n_draws']} and --infer_batch {opts['infer_batch']} "
                          "must be positive")
+    if float(opts["proposal_scale"]) != 1.0 and (reweighter is None
+                                                 or float(opts["proposal_scale"]) < 1.0):
+        raise UsageError(f"--proposal_scale {opts['proposal_scale']}: a wider proposal is for "
+                         "--importance only, and must be >= 1 (its draws need the weights)")
     post = AmortizedPosterior.from_checkpoint(ckpt, device=resolve_device(opts["device"]))
     n_rows, rows = source.n_rows, int(opts["infer_batch"])
     n_batches = max(1, -(-n_rows // rows))
@@ -252,7 +258,8 @@ def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen):
     if good.any():
         f, u, m = np.nan_to_num(flux[good]), np.nan_to_num(unc[good]), missing[good]
         c = cond[good] if cond is not None else None
-        theta, log_q = post.sample(f, u, m, c, n, generator=gen)
+        scale = float(opts["proposal_scale"]) if reweighter is not None else 1.0
+        theta, log_q = post.sample(f, u, m, c, n, generator=gen, scale=scale)
         samples[good] = theta
         if reweighter is not None:
             full = np.empty(theta.shape[:2] + (len(post.problem["theta_labels"]),))

@@ -29,7 +29,7 @@ DEFAULTS = dict(
     validate_after_train=True,
     # inference
     catalog=None, n_draws=1000, infer_batch=256, importance=False,
-    min_ess=50.0, summary_only=False, infer_seed=0,
+    min_ess=50.0, summary_only=False, infer_seed=0, proposal_scale=1.0,
     # validation
     n_validate=2000, validate_draws=500,
 )
@@ -106,6 +106,10 @@ def add_arguments(parser):
          help="reweight draws with the exact likelihood of the param file's model")
     _add(g, "--min_ess", type=float, default=d["min_ess"],
          help="flag objects whose importance-sampling ESS is below this")
+    _add(g, "--proposal_scale", type=float, default=d["proposal_scale"],
+         help="with --importance: draw from the flow with its Gaussian base this much "
+              "wider (1.5-2 raises the ESS of bright objects the flow makes too narrow, "
+              "and lowers it for the rest)")
     _add(g, "--summary_only", action="store_true", default=False,
          help="write medians and percentiles only, not the samples")
     _add(g, "--infer_seed", type=int, default=d["infer_seed"], help="seed of posterior draws")

@@ -138,7 +138,7 @@ class AmortizedPosterior:
         return self.net.log_prob(u.float(), x) + self.bijection.log_abs_det_jacobian(theta)
 
     @torch.no_grad()
-    def sample(self, flux, unc, missing, conditions, n, generator=None):
+    def sample(self, flux, unc, missing, conditions, n, generator=None, scale=1.0):
         """Posterior draws for N observations.
 
         Parameters
@@ -149,6 +149,10 @@ class AmortizedPosterior:
         n : int
             Draws per observation.
         generator : torch.Generator, optional
+        scale : float
+            Width of the flow's Gaussian base: 1 samples the posterior
+            estimate, above 1 a wider proposal for importance sampling (``log_q``
+            is then the proposal's density).
 
         Returns
         -------
@@ -157,7 +161,7 @@ class AmortizedPosterior:
         """
         self.net.eval()
         x = self.features(flux, unc, missing, conditions)
-        u, log_q = self.net.sample(x, n, generator=generator)
+        u, log_q = self.net.sample(x, n, generator=generator, scale=scale)
         u = u.cpu().double()
         theta = self.bijection.inverse(u)
         log_q = log_q.cpu().double() + self.bijection.log_abs_det_jacobian(theta)

@@ -37,6 +37,23 @@ def test_sample_log_q_matches_log_prob(flow):
     torch.testing.assert_close(net.log_prob(u, x.expand(10, 6, 5)), log_q, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("flow", ["rqs_coupling", "nsf", "maf"])
+def test_wider_proposal_density(flow):
+    """Base scaled by s: log q_s(u) - log q(u) = (s^2 - 1)|eps|^2 / 2 - d log s, eps the draw."""
+    torch.manual_seed(0)
+    d, n, s = 3, 10, 1.7
+    net = PosteriorFlow(d, 5, flow=flow, **SMALL)
+    x = torch.randn(6, 5)
+    u1, q1 = net.sample(x, n, generator=torch.Generator().manual_seed(3))
+    same, q_same = net.sample(x, n, generator=torch.Generator().manual_seed(3), scale=1.0)
+    assert torch.equal(u1, same) and torch.equal(q1, q_same)          # the default is untouched
+    u, log_q = net.sample(x, n, generator=torch.Generator().manual_seed(3), scale=s)
+    eps = torch.randn((n, 6, d), generator=torch.Generator().manual_seed(3))
+    want = net.log_prob(u, x.expand(n, 6, 5)) + 0.5 * (s * s - 1) * (eps * eps).sum(-1) \
+        - d * np.log(s)
+    torch.testing.assert_close(log_q, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("flow", FLOWS)
 def test_train_eval_agree_and_save_load_identity(flow, tmp_path):
     torch.manual_seed(0)

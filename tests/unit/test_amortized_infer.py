@@ -192,6 +192,29 @@ def test_importance_sampling_reports_ess_and_flags_outliers(trained, tmp_path, s
     assert np.all(np.abs(med[:7] - mu).mean(0) < 0.5 * sd)
 
 
+def test_wider_proposal_still_gives_the_analytic_posterior(trained, tmp_path, source):
+    """--proposal_scale 1.5: draws from a wider flow, weights against its own density."""
+    toy, ck_path, ck = trained
+    rw = Reweighter(None, None, None, ck["problem"], predict=lambda m, s, o, th: (toy.phot(th), {}))
+    rng = np.random.default_rng(2)
+    flux, unc, _ = toy.noise.sample(toy.phot(0.2 + 0.6 * rng.random((6, 2))), rng)
+    cat = tmp_path / "c.csv"
+    _write_csv(cat, toy, flux, unc)
+    opts = dict(INFER, n_draws=2000, proposal_scale=1.5)
+    out = infer(ck, ck_path, source(str(cat), toy), str(tmp_path / "p.h5"), opts,
+                reweighter=rw, quiet=True)
+    with h5py.File(out) as h5:
+        med, lo, hi = h5["median"][:], h5["p16"][:], h5["p84"][:]
+        assert h5.attrs["proposal_scale"] == 1.5
+    for f, m, a, b in zip(flux, med, lo, hi):
+        mu, cov = toy.posterior(f)
+        sd = np.sqrt(np.diag(cov))
+        assert np.all(np.abs(m - mu) < 0.25 * sd)
+        assert np.all(np.abs((b - a) / (2 * sd) - 1) < 0.25)
+    with pytest.raises(UsageError, match="--importance only"):
+        infer(ck, ck_path, source(str(cat), toy), str(tmp_path / "q.h5"), opts, quiet=True)
+
+
 def test_weight_helpers():
     assert ess(np.zeros((1, 10)))[0] == pytest.approx(10)
     assert ess(np.array([[0.0, -np.inf, -np.inf]]))[0] == pytest.approx(1)
