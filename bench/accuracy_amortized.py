@@ -87,8 +87,9 @@ def main(argv=None):
                    help="also compare every method with the exact posterior from this many "
                         "importance-weighted flow draws (e.g. 400000; 0: off)")
     p.add_argument("--reference_scale", type=float, default=1.0,
-                   help="draw the reference from the flow with its Gaussian base this much "
-                        "wider (e.g. 1.5: more ESS on bright mocks, as --proposal_scale)")
+                   help="draw the reference from the defensive mixture of the flow and its "
+                        "this-much-wider version (e.g. 2: more ESS on bright mocks; as "
+                        "--proposal_scale)")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--n_recovery", type=int, default=1000)
     p.add_argument("--only", default=None,

@@ -280,7 +280,7 @@ class CouplingSplineFlow(nn.Module):
 
     # --- sampling direction z -> u ---------------------------------------------------------
     @torch.no_grad()
-    def sample(self, c, n, generator=None, scale=1.0):
+    def sample(self, c, n, generator=None, base=None):
         """``n`` draws per context row.
 
         Parameters
@@ -290,9 +290,9 @@ class CouplingSplineFlow(nn.Module):
         generator : torch.Generator, optional
             Source of the base draws, taken in one call of shape (n, N, D), so
             the draws do not depend on the chunking.
-        scale : float
-            Standard deviation of the Gaussian base: above 1 a wider proposal
-            than the flow (for importance sampling), ``log_q`` its density.
+        base : (n, N, D) tensor, optional
+            Base-space points to transform instead of standard normal draws
+            (``log_q`` is still the flow's density at the result).
 
         Returns
         -------
@@ -300,12 +300,12 @@ class CouplingSplineFlow(nn.Module):
         log_q : (n, N) tensor
         """
         d = self.features
-        z = torch.randn((n, c.shape[0], d), generator=generator, dtype=c.dtype,
-                        device="cpu").to(c.device)
+        if base is None:
+            z = torch.randn((n, c.shape[0], d), generator=generator, dtype=c.dtype,
+                            device="cpu").to(c.device)
+        else:
+            z = base.to(device=c.device, dtype=c.dtype).clone()
         log_q = -0.5 * (z * z).sum(-1) - 0.5 * d * _LOG_2PI
-        if scale != 1.0:
-            z *= scale
-            log_q -= d * math.log(scale)
         ctx = [layer.context_term(c) for layer in self.layers]  # (N, H) each
         if self.affine:
             mu, L, log_diag = self._whitening(c)

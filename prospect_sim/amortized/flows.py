@@ -126,7 +126,7 @@ class PosteriorFlow(nn.Module):
         return -self.log_prob(u, x).mean()
 
     @torch.no_grad()
-    def sample(self, x, n, generator=None, scale=1.0):
+    def sample(self, x, n, generator=None, base=None):
         """Draw ``n`` samples per observation.
 
         Parameters
@@ -135,9 +135,9 @@ class PosteriorFlow(nn.Module):
         n : int
         generator : torch.Generator, optional
             Source of the base-distribution draws (for reproducible sampling).
-        scale : float
-            Standard deviation of the Gaussian base (1: the flow itself; wider
-            for an importance-sampling proposal).
+        base : (n, N, D) tensor, optional
+            Base-space points to transform instead of standard normal draws
+            (``log_q`` is still the flow's density at the result).
 
         Returns
         -------
@@ -145,19 +145,18 @@ class PosteriorFlow(nn.Module):
         log_q : (n, N) tensor, :math:`\\log q(u \\mid x)`
         """
         if self.config["flow"] == "rqs_coupling":
-            return self.flow.sample(self.embed(x), n, generator=generator, scale=scale)
+            return self.flow.sample(self.embed(x), n, generator=generator, base=base)
         dist = self.flow(self.embed(x))
         d = self.config["n_params"]
-        z = torch.randn((n, x.shape[0], d), generator=generator, dtype=x.dtype,
-                        device="cpu").to(x.device)
-        log_base = -0.5 * (z ** 2).sum(-1) - 0.5 * d * math.log(2 * math.pi)
-        if scale != 1.0:
-            z, log_base = z * scale, log_base - d * math.log(scale)
+        if base is None:
+            z = torch.randn((n, x.shape[0], d), generator=generator, dtype=x.dtype,
+                            device="cpu").to(x.device)
+        else:
+            z = base.to(device=x.device, dtype=x.dtype)
         u, ladj = dist.transform.inv.call_and_ladj(z)
         if self.config["flow"] == "naf":  # inverted by bisection: re-evaluate the density
-            if scale != 1.0:
-                raise ValueError("a wider proposal (scale != 1) is not available for naf")
             return u, dist.log_prob(u)
+        log_base = -0.5 * (z ** 2).sum(-1) - 0.5 * d * math.log(2 * math.pi)
         return u, log_base - ladj
 
 

@@ -107,9 +107,9 @@ def add_arguments(parser):
     _add(g, "--min_ess", type=float, default=d["min_ess"],
          help="flag objects whose importance-sampling ESS is below this")
     _add(g, "--proposal_scale", type=float, default=d["proposal_scale"],
-         help="with --importance: draw from the flow with its Gaussian base this much "
-              "wider (1.5-2 raises the ESS of bright objects the flow makes too narrow, "
-              "and lowers it for the rest)")
+         help="with --importance: half the draws from the flow with its Gaussian base "
+              "this much wider, weighted against the equal mixture (2 raises the ESS of "
+              "bright objects the flow makes too narrow; 1: the flow alone)")
     _add(g, "--summary_only", action="store_true", default=False,
          help="write medians and percentiles only, not the samples")
     _add(g, "--infer_seed", type=int, default=d["infer_seed"], help="seed of posterior draws")

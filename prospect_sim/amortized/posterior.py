@@ -19,6 +19,7 @@ plain Python types and tensors, so ``torch.load(weights_only=True)`` reads it.
 ((3, 7, 1), (3, 7), True)
 """
 
+import math
 import os
 
 import numpy as np
@@ -150,9 +151,12 @@ class AmortizedPosterior:
             Draws per observation.
         generator : torch.Generator, optional
         scale : float
-            Width of the flow's Gaussian base: 1 samples the posterior
-            estimate, above 1 a wider proposal for importance sampling (``log_q``
-            is then the proposal's density).
+            1 samples the posterior estimate.  Above 1, a defensive proposal
+            for importance sampling: half the draws from the flow, half from
+            the flow with its Gaussian base ``scale`` times wider, and
+            ``log_q`` the density of that equal mixture (so the weights are
+            never much worse than the flow's own, and bright objects whose
+            flow posterior is too narrow still get covered).
 
         Returns
         -------
@@ -161,8 +165,29 @@ class AmortizedPosterior:
         """
         self.net.eval()
         x = self.features(flux, unc, missing, conditions)
-        u, log_q = self.net.sample(x, n, generator=generator, scale=scale)
+        if scale == 1.0:
+            u, log_q = self.net.sample(x, n, generator=generator)
+        else:
+            u, log_q = self._sample_mixture(x, n, generator, float(scale))
         u = u.cpu().double()
         theta = self.bijection.inverse(u)
         log_q = log_q.cpu().double() + self.bijection.log_abs_det_jacobian(theta)
         return theta.transpose(0, 1).numpy(), log_q.transpose(0, 1).numpy()
+
+
+    def _sample_mixture(self, x, n, generator, scale):
+        """Draws from the equal mixture of the flow and its ``scale``-wider version.
+
+        For a base point ``z`` mapped to ``u``, the wider flow's density is the
+        flow's times ``N(z; 0, s^2) / N(z; 0, 1)``; the first half of the draws
+        has ``s = 1``, the rest ``s = scale``, and ``log_q`` is the mixture's.
+        """
+        d = len(self.labels)
+        eps = torch.randn((n, x.shape[0], d), generator=generator, dtype=x.dtype)
+        widths = torch.ones(n, dtype=x.dtype)
+        widths[n // 2:] = scale
+        z = eps * widths[:, None, None]
+        u, log_q1 = self.net.sample(x, n, base=z)
+        r2 = (z * z).sum(-1).to(log_q1.device)
+        log_wide = log_q1 + 0.5 * r2 * (1.0 - 1.0 / scale**2) - d * math.log(scale)
+        return u, torch.logaddexp(log_q1, log_wide) - math.log(2.0)

@@ -38,20 +38,17 @@ def test_sample_log_q_matches_log_prob(flow):
 
 
 @pytest.mark.parametrize("flow", ["rqs_coupling", "nsf", "maf"])
-def test_wider_proposal_density(flow):
-    """Base scaled by s: log q_s(u) - log q(u) = (s^2 - 1)|eps|^2 / 2 - d log s, eps the draw."""
+def test_given_base_points_are_what_is_transformed(flow):
     torch.manual_seed(0)
-    d, n, s = 3, 10, 1.7
-    net = PosteriorFlow(d, 5, flow=flow, **SMALL)
+    net = PosteriorFlow(3, 5, flow=flow, **SMALL)
     x = torch.randn(6, 5)
-    u1, q1 = net.sample(x, n, generator=torch.Generator().manual_seed(3))
-    same, q_same = net.sample(x, n, generator=torch.Generator().manual_seed(3), scale=1.0)
-    assert torch.equal(u1, same) and torch.equal(q1, q_same)          # the default is untouched
-    u, log_q = net.sample(x, n, generator=torch.Generator().manual_seed(3), scale=s)
-    eps = torch.randn((n, 6, d), generator=torch.Generator().manual_seed(3))
-    want = net.log_prob(u, x.expand(n, 6, 5)) + 0.5 * (s * s - 1) * (eps * eps).sum(-1) \
-        - d * np.log(s)
-    torch.testing.assert_close(log_q, want, rtol=1e-4, atol=1e-4)
+    u, log_q = net.sample(x, 10, generator=torch.Generator().manual_seed(3))
+    z = torch.randn((10, 6, 3), generator=torch.Generator().manual_seed(3))
+    u2, log_q2 = net.sample(x, 10, base=z)
+    assert torch.equal(u, u2) and torch.equal(log_q, log_q2)
+    wide, log_q_wide = net.sample(x, 10, base=2.0 * z)
+    torch.testing.assert_close(net.log_prob(wide, x.expand(10, 6, 5)), log_q_wide,
+                               rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("flow", FLOWS)

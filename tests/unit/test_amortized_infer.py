@@ -215,6 +215,22 @@ def test_wider_proposal_still_gives_the_analytic_posterior(trained, tmp_path, so
         infer(ck, ck_path, source(str(cat), toy), str(tmp_path / "q.h5"), opts, quiet=True)
 
 
+def test_defensive_mixture_density_is_normalised(trained):
+    """E over the mixture of q_flow / q_mix is 1 (each term <= 2): log q_mix is a density."""
+    import torch
+    from prospect_sim.amortized.posterior import AmortizedPosterior
+    toy, _, ck = trained
+    post = AmortizedPosterior.from_checkpoint(ck)
+    rng = np.random.default_rng(5)
+    flux, unc, missing = toy.noise.sample(toy.phot(np.array([[0.4, 0.5], [0.7, 0.2]])), rng)
+    x = post.features(flux, unc, missing, None)
+    with torch.no_grad():
+        u, log_mix = post._sample_mixture(x, 40000, torch.Generator().manual_seed(1), 2.0)
+        log_flow = post.net.log_prob(u, x.expand(40000, *x.shape))
+    ratio = torch.exp(log_flow - log_mix).mean(0).numpy()
+    np.testing.assert_allclose(ratio, 1.0, atol=0.02)
+
+
 def test_weight_helpers():
     assert ess(np.zeros((1, 10)))[0] == pytest.approx(10)
     assert ess(np.array([[0.0, -np.inf, -np.inf]]))[0] == pytest.approx(1)
