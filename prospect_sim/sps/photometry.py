@@ -65,6 +65,7 @@ import numpy as np
 
 from .igm import LYMAN_WAVE, igm_transmission
 from .kernel import SpectralKernel
+from .moments import _GroupTable, _bin_moments, _legendre
 from .dust import birth_cloud_tau, birth_cloud_tau_at, diffuse_tau, diffuse_tau_at
 
 __all__ = ["PhotometryKernel"]
@@ -444,94 +445,6 @@ class _Lattice:
         return out.reshape(len(w2), self.n_moments, hi - lo)
 
 
-class _GroupTable:
-    """SSP moments over one group's window, young ages in low-rank form.
-
-    The young SSPs (the first ``n_young`` ages) change shape quickly with
-    age but span few independent spectra: with rows scaled to their peak and
-    columns to the young ages' mean shape, a truncated SVD (from the
-    eigenvectors of the age-age Gram matrix) keeps the moments
-    ``M_young ~ C @ basis`` with every moment of every bin within ``tol``
-    of that bin's mean (``c_0``), for each age, so a population's band
-    fluxes move by at most ``tol`` (measured on the demo: 3e-7 mag for
-    ``tol=1e-4``).  A weight vector then costs
-    ``w_young @ C`` (r numbers) instead of ``n_young`` rows of the big
-    GEMM; older ages enter as they are (their ultraviolet is too faint
-    relative to their peak for a shared basis).  The rank is the smallest
-    that meets ``tol``; no basis when that saves nothing.
-
-    Parameters
-    ----------
-    moments : ndarray of shape (A, w, K)
-        Bin moments of every age at one metallicity, over the window.
-    n_young : int
-    tol : float
-    """
-
-    def __init__(self, moments, n_young, tol):
-        n_age = moments.shape[0]
-        flat = np.swapaxes(moments, 1, 2).reshape(n_age, -1)          # moment-major
-        self.coef = _young_basis(moments[:n_young], tol) if n_young else None
-        if self.coef is None:
-            self.n_young, self.rank = 0, 0
-            self.table = np.ascontiguousarray(flat, dtype=np.float32)
-        else:
-            self.coef, basis = self.coef
-            self.n_young, self.rank = n_young, len(basis)
-            self.table = np.concatenate([basis, flat[n_young:]]).astype(np.float32)
-
-    def apply(self, w, n_age):
-        """``w[:, :n_age] @ moments[:n_age]`` as (n, K w), moment-major, float32."""
-        if not self.rank:
-            return w[:, :n_age] @ self.table[:n_age]
-        n_young = min(self.n_young, n_age)
-        n_old = max(n_age - self.n_young, 0)
-        x = np.empty((len(w), self.rank + n_old), dtype=np.float32)
-        np.matmul(w[:, :n_young], self.coef[:n_young], out=x[:, :self.rank])
-        x[:, self.rank:] = w[:, self.n_young:self.n_young + n_old]
-        return x @ self.table[:self.rank + n_old]
-
-
-def _young_basis(moments, tol):
-    """``(C, basis)`` with ``moments ~ C @ basis`` to ``tol`` per bin, or None (see :class:`_GroupTable`).
-
-    Parameters
-    ----------
-    moments : ndarray of shape (A_y, w, K)
-
-    Returns
-    -------
-    C : ndarray of shape (A_y, r), float32
-    basis : ndarray of shape (r, K w), float32
-        Moment-major, as :class:`_GroupTable` stores its rows.
-    """
-    n, w, K = moments.shape
-    x = moments.reshape(n, -1).astype(float)
-    c0 = np.abs(moments[..., 0]).astype(float)                     # (A_y, w)
-    scale = np.maximum(c0, 1e-12 * c0.max(axis=1, keepdims=True))   # the error's yardstick
-    row = scale.max(axis=1)
-    col = np.repeat(np.mean(scale / row[:, None], axis=0), K)       # mean young shape
-    scaled = x / row[:, None] / col
-    # left singular vectors from the (A_y, A_y) Gram matrix: cheaper than an SVD
-    _, u = np.linalg.eigh(scaled @ scaled.T)
-    u = u[:, ::-1]                                                  # leading first
-    coords = u.T @ scaled                                           # (A_y, w K)
-    limit = tol * np.repeat(scale, K, axis=1)
-
-    def fits(r):
-        return bool(np.all(np.abs(u[:, :r] @ coords[:r] * row[:, None] * col - x) <= limit))
-
-    lo, hi = 0, n                            # smallest r that fits, by bisection
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    if hi >= 0.8 * n or not fits(hi):
-        return None
-    basis = (coords[:hi] * col).reshape(hi, w, K)
-    return ((u[:, :hi] * row[:, None]).astype(np.float32),
-            np.swapaxes(basis, 1, 2).reshape(hi, -1).astype(np.float32))
-
-
 class _Spike:
     """Photometry through one narrow outlier part of a filter curve (see :func:`_split_curves`).
 
@@ -712,95 +625,6 @@ def _pair_weights(weights, zfrac, out=None):
     np.multiply(w, 1 - f, out=out[:, 0])
     np.multiply(w, f, out=out[:, 1])
     return out
-
-
-def _legendre(q, x):
-    """Legendre polynomial P_q(x), q <= 3."""
-    return (np.ones_like(x), x, 1.5 * x * x - 0.5, 2.5 * x**3 - 1.5 * x)[q]
-
-
-def _bin_moments(wave, spectra, edges, n_moments=3):
-    """Legendre coefficients of each spectrum within ln-lambda bins.
-
-    The spectra are linear in ln(lambda) between native wavelengths (constant
-    beyond the ends); the bin integrals are exact for that (Simpson's rule on
-    every native segment, exact for the cubic integrands with n_moments <= 3).
-    The coefficients are linear in the spectrum, so one sparse operator
-    (:func:`_moment_operator`) is applied to all spectra, in float64.
-
-    Parameters
-    ----------
-    wave : ndarray of shape (W,)
-        Native rest-frame Angstrom.
-    spectra : ndarray of shape (Z, A, W)
-    edges : ndarray of shape (R + 1,)
-        ln(lambda) bin edges, uniform spacing ``delta``.
-    n_moments : int
-        K, at most 3.
-
-    Returns
-    -------
-    ndarray of shape (Z, A, R, K), float32
-        ``c_q = (2q + 1)/delta * int_bin L(y) P_q(2 t/delta) dy`` (``t`` from
-        the bin centre), so within the bin ``L ~ sum_q c_q P_q(2 t/delta)``;
-        ``c_0`` is the bin mean.
-    """
-    if not 1 <= n_moments <= 3:
-        raise ValueError(f"n_moments={n_moments}: expected 1, 2 or 3")
-    op, lo, hi = _moment_operator(wave, edges, n_moments)
-    n_z, n_age = spectra.shape[:2]
-    out = np.empty((n_z, n_age, len(edges) - 1, n_moments), dtype=np.float32)
-    for k in range(n_z):                    # one metallicity at a time: small temporaries
-        native = np.ascontiguousarray(spectra[k, :, lo:hi].T, dtype=float)   # (hi - lo, A)
-        out[k] = (op @ native).T.reshape(out.shape[1:])
-    return out
-
-
-def _moment_operator(wave, edges, n_moments):
-    """The sparse map from native spectrum values to bin moments (see :func:`_bin_moments`).
-
-    The breakpoints are the native ln(lambda) inside the bins and the bin
-    edges; the spectrum at breakpoint ``p`` is ``(1 - f_p) L[i_p] + f_p L[i_p + 1]``.
-    Simpson's rule on segment ``[p, p + 1]`` of bin ``r`` gives
-    ``c_rq += (2q + 1)/delta * h/6 * [(P_q(x0) + 2 P_q(xm)) L_p + (P_q(x1) + 2 P_q(xm)) L_p+1]``
-    with ``h`` its width in ln(lambda) and ``x0, xm, x1`` its ends and middle in
-    bin units ``2 t/delta``.
-
-    Returns
-    -------
-    op : scipy.sparse.csr_matrix of shape (R K, hi - lo), float64
-        Row ``K r + q``, column ``w - lo`` for native wavelength ``w``.
-    lo, hi : int
-        The native columns the operator reads.
-    """
-    from scipy import sparse
-    lnw = np.log(wave)
-    delta = edges[1] - edges[0]
-    inner = lnw[(lnw > edges[0]) & (lnw < edges[-1])]
-    pts = np.union1d(inner, edges)
-    pos = np.interp(pts, lnw, np.arange(len(lnw), dtype=float))
-    i0 = np.clip(np.floor(pos).astype(int), 0, len(lnw) - 2)
-    frac = pos - i0
-    seg_bin = np.clip(np.searchsorted(edges, pts[:-1], side="right") - 1, 0, len(edges) - 2)
-    yc = 0.5 * (edges[seg_bin] + edges[seg_bin + 1])
-    x0, x1 = 2 * (pts[:-1] - yc) / delta, 2 * (pts[1:] - yc) / delta
-    h = (pts[1:] - pts[:-1]) / 6.0
-    lo, hi = int(i0.min()), int(i0.max()) + 2
-    rows, cols, vals = [], [], []
-    for q in range(n_moments):
-        mid = 2 * _legendre(q, 0.5 * (x0 + x1))
-        scale = h * ((2 * q + 1) / delta)
-        # the segment's weight on the spectrum at its left and right breakpoints
-        for weight, p in ((scale * (_legendre(q, x0) + mid), slice(None, -1)),
-                          (scale * (_legendre(q, x1) + mid), slice(1, None))):
-            for col, share in ((i0[p], 1 - frac[p]), (i0[p] + 1, frac[p])):
-                rows.append(seg_bin * n_moments + q)
-                cols.append(col - lo)
-                vals.append(weight * share)
-    shape = ((len(edges) - 1) * n_moments, hi - lo)
-    op = sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                           shape=shape).tocsr()               # duplicates are summed
-    return op, lo, hi
 
 
 class _Sub:

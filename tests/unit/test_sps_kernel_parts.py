@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from prospect_sim.sps import load_library
-from prospect_sim.sps.photometry import (PhotometryKernel, _GroupTable, _Lattice,
-                                         _legendre, _outlier_fluxes, _times_linear,
-                                         _young_basis)
+from prospect_sim.sps.moments import _GroupTable, _legendre, _young_basis
+from prospect_sim.sps.photometry import (PhotometryKernel, _Lattice, _outlier_fluxes,
+                                         _times_linear)
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from prospect_sim.sps import loaders, load_library
-from prospect_sim.sps.photometry import (_Curve, _Spike, _bin_moments, _legendre,
-                                         _split_curves)
+from prospect_sim.sps.moments import _bin_moments, _legendre
+from prospect_sim.sps.photometry import _Curve, _Spike, _split_curves
 
 RTOL = 2e-6
 
