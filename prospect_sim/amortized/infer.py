@@ -258,8 +258,9 @@ def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen):
     if good.any():
         f, u, m = np.nan_to_num(flux[good]), np.nan_to_num(unc[good]), missing[good]
         c = cond[good] if cond is not None else None
-        scale = float(opts["proposal_scale"]) if reweighter is not None else 1.0
-        theta, log_q = post.sample(f, u, m, c, n, generator=gen, scale=scale)
+        # infer() admits a proposal_scale other than 1 only with a reweighter
+        theta, log_q = post.sample(f, u, m, c, n, generator=gen,
+                                   scale=float(opts["proposal_scale"]))
         samples[good] = theta
         if reweighter is not None:
             full = np.empty(theta.shape[:2] + (len(post.problem["theta_labels"]),))

@@ -174,7 +174,6 @@ class AmortizedPosterior:
         log_q = log_q.cpu().double() + self.bijection.log_abs_det_jacobian(theta)
         return theta.transpose(0, 1).numpy(), log_q.transpose(0, 1).numpy()
 
-
     def _sample_mixture(self, x, n, generator, scale):
         """Draws from the equal mixture of the flow and its ``scale``-wider version.
 

@@ -131,12 +131,12 @@ class _GroupTable:
     def __init__(self, moments, n_young, tol):
         n_age = moments.shape[0]
         flat = np.swapaxes(moments, 1, 2).reshape(n_age, -1)          # moment-major
-        self.coef = _young_basis(moments[:n_young], tol) if n_young else None
-        if self.coef is None:
-            self.n_young, self.rank = 0, 0
+        found = _young_basis(moments[:n_young], tol) if n_young else None
+        if found is None:
+            self.coef, self.n_young, self.rank = None, 0, 0
             self.table = np.ascontiguousarray(flat, dtype=np.float32)
         else:
-            self.coef, basis = self.coef
+            self.coef, basis = found
             self.n_young, self.rank = n_young, len(basis)
             self.table = np.concatenate([basis, flat[n_young:]]).astype(np.float32)
 

@@ -52,9 +52,9 @@ grid to 6.4e-4 and 7.6e-4 mag max over two sets of 4,000 prior draws of
 the demo model (DES grizY, delayed tau, z <= 1.5) and to 7.0e-4 over the
 1,000 draws of ``tests/unit/test_sps_grid.py`` (z <= 3), the remainder
 being the filters' kinks within a bin; the young-age basis changes the
-photometry by under 1e-6 mag (32,768 demo draws).  Bands in the Lyman forest (z ~ 5 for DECam g) see the
-IGM only at bin centres and are good to 0.1 mag there, 8 magnitudes or more
-below the red bands.  Measured alternatives (4,000 demo draws):
+photometry by under 1e-6 mag (32,768 demo draws).  Bands in the Lyman
+forest (z ~ 5 for DECam g) see the IGM only at bin centres and are good to
+0.1 mag there, 8 magnitudes or more below the red bands.  Measured alternatives (4,000 demo draws):
 ``resolution=150..175`` exceeds 1e-3 (1.03-1.07e-3); bin means alone need
 R=1000.  ``bench/bench_sps.py`` prints speed and agreement.
 """
@@ -540,7 +540,8 @@ def _outlier_fluxes(spikes, batch, w32, y32, zlo, chunk=2048):
     SSPs' entries are 1e-6 of a row's peak and need a rank near 128 to stay
     within 1%.
     """
-    pos = [spike.positions(batch.zred) for spike in spikes][0]
+    for spike in spikes:                 # extends each table; the positions are shared
+        pos = spike.positions(batch.zred)
     node = np.floor(pos).astype(int)
     phi = pos - node
     pair = zlo[:, None] + np.arange(2)
