@@ -15,8 +15,9 @@ import pytest
 
 from prospect_sim.sps import load_library
 from prospect_sim.sps.moments import _GroupTable, _legendre, _young_basis
-from prospect_sim.sps.photometry import (PhotometryKernel, _Lattice, _outlier_fluxes,
-                                         _times_linear)
+from prospect_sim.sps.lattice import _Lattice, _times_linear
+from prospect_sim.sps.outliers import _outlier_fluxes
+from prospect_sim.sps.photometry import PhotometryKernel
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 from prospect_sim.sps import loaders, load_library
 from prospect_sim.sps.moments import _bin_moments, _legendre
-from prospect_sim.sps.photometry import _Curve, _Spike, _split_curves
+from prospect_sim.sps.outliers import _Curve, _Spike, _split_curves
 
 RTOL = 2e-6
 
