@@ -63,7 +63,7 @@ import copy
 
 import numpy as np
 
-from .kernel import SpectralKernel
+from .kernel import SpectralKernel, flush_small
 from .lattice import _JY_AB, _Lattice
 from .outliers import _Spike, _outlier_fluxes, _split_curves
 
@@ -224,10 +224,13 @@ def _slice_batch(batch, rows):
 
 
 def _pair_weights(weights, zfrac, out=None):
-    """(N, 2, A) float32: the weights of the lower and upper bracketing metallicity."""
+    """(N, 2, A) float32: the weights of the lower and upper bracketing metallicity.
+
+    Weights below :data:`~prospect_sim.sps.kernel.WEIGHT_FLOOR` are zero.
+    """
     w = weights.astype(np.float32)
     f = zfrac.astype(np.float32)[:, None]
     out = np.empty((len(w), 2, w.shape[1]), dtype=np.float32) if out is None else out
     np.multiply(w, 1 - f, out=out[:, 0])
     np.multiply(w, f, out=out[:, 1])
-    return out
+    return flush_small(out)

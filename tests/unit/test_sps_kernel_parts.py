@@ -163,3 +163,26 @@ def test_ssp_weights_stop_at_the_oldest_star_exactly():
     assert np.allclose(got.sum(axis=1), 1.0)
     beyond = edges[None, :-1] >= tage[:, None] * 1e9
     assert np.all(got[beyond] == 0.0)
+
+
+def _denormal(x):
+    return (x != 0) & (np.abs(x) < np.finfo(np.float32).tiny)
+
+
+def test_float32_weights_hold_zeros_not_denormal_numbers():
+    # a short tau model 10 Gyr old: its young bins' weights run down through
+    # float32's denormal range (1e-45 to 1e-38), where x86 GEMMs are ~50x slower
+    from prospect_sim.sps import sfh
+    from prospect_sim.sps.kernel import WEIGHT_FLOOR
+    from prospect_sim.sps.photometry import _pair_weights
+    ages = np.geomspace(1e5, 1.4e10, 200)
+    ages[0] = 0.0
+    weights, _ = sfh.ssp_weights(4, ages, sfh.bin_edges(ages), tage=np.array([10.0, 12.0]),
+                                 tau=np.array([0.05, 0.07]))
+    assert np.any(_denormal(weights.astype(np.float32)))      # the case this is about
+    zfrac = np.array([0.3, 1e-30])
+    paired = _pair_weights(weights, zfrac)
+    assert not np.any(_denormal(paired))
+    exact = np.stack([weights * (1 - zfrac[:, None]), weights * zfrac[:, None]], axis=1)
+    assert np.allclose(paired, exact, rtol=1e-6, atol=WEIGHT_FLOOR)
+    assert np.all(paired[exact < WEIGHT_FLOOR / 2] == 0)
