@@ -19,7 +19,7 @@ from prospect_sim.amortized.toy import LinearGaussianToy
 from prospect_sim.amortized.train import train
 from prospect_sim.amortized.validate import report_paths, validate
 
-OPTS = dict(epochs=12, batch_size=256, hidden=32, transforms=2, bins=8, embedding="32",
+OPTS = dict(epochs=24, batch_size=256, hidden=32, transforms=2, bins=8, embedding="32",
             embed_dim=16, patience=100, lr=2e-3, n_test=500, val_fraction=0.1,
             validate_after_train=False, train_seed=0)
 
@@ -42,9 +42,11 @@ def test_posterior_matches_the_analytic_one(trained):
     draws, _ = post.sample(flux, unc, missing, None, 1000, torch.Generator().manual_seed(0))
     mu = np.array([toy.posterior(f)[0] for f in flux])
     sd = np.sqrt(np.diag(toy.posterior(flux[0])[1]))
-    # mean offset averaged over objects: < 0.25 posterior sd; widths within 30% (a flow
-    # trained for seconds is still slightly too wide: 1.04-1.16 here)
-    assert np.all(np.abs(draws.mean(1) - mu).mean(0) / sd < 0.25)
+    # mean offset averaged over objects: < 0.3 posterior sd; widths within 30% (a flow
+    # trained for seconds is still slightly too wide). Measured over training seeds 0-2:
+    # offsets 0.08-0.25 sd and widths 0.99-1.06 after 24 epochs; after 12, offsets
+    # reached 0.34 sd on one seed
+    assert np.all(np.abs(draws.mean(1) - mu).mean(0) / sd < 0.3)
     np.testing.assert_allclose(draws.std(1).mean(0) / sd, 1.0, atol=0.3)
 
 

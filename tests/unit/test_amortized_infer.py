@@ -200,7 +200,7 @@ def test_wider_proposal_still_gives_the_analytic_posterior(trained, tmp_path, so
     flux, unc, _ = toy.noise.sample(toy.phot(0.2 + 0.6 * rng.random((6, 2))), rng)
     cat = tmp_path / "c.csv"
     _write_csv(cat, toy, flux, unc)
-    opts = dict(INFER, n_draws=2000, proposal_scale=1.5)
+    opts = dict(INFER, n_draws=8000, proposal_scale=1.5)
     out = infer(ck, ck_path, source(str(cat), toy), str(tmp_path / "p.h5"), opts,
                 reweighter=rw, quiet=True)
     with h5py.File(out) as h5:

@@ -74,7 +74,7 @@ def test_checkpoint_is_self_contained(toy, simfile, tmp_path):
     c = load_checkpoint(ck)
     assert c["problem"]["theta_labels"] == ["t0", "t1"] and c["labels"] == ["t0"]
     assert c["conditions"] == ["t1"] and c["problem"]["filter_names"] == toy.filter_names
-    assert c["noise"]["kind"] == "fixed" and len(c["features"]["mean"]) == 3 * 3 + 1
+    assert c["noise"]["kind"] == "fixed" and len(c["features"]["mean"]) == 3 * 3 + 2 + 1
     assert c["simfile"]["n_dropped"] == 7 and len(c["simfile"]["identity"]) == 64
     best = load_checkpoint(best_path(ck))
     post = AmortizedPosterior.from_checkpoint(best)

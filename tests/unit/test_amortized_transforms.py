@@ -52,10 +52,17 @@ def test_features_missing_and_negative_fluxes():
     flux = np.array([[-3e-10, 1e-8], [np.nan, 1e-9]])
     unc = np.array([[1e-10, 1e-10], [1e-10, 0.0]])
     x = s.raw(flux, unc, np.zeros((2, 2), bool), np.array([[0.5], [1.0]]))
-    assert x.shape == (2, 7) and np.isfinite(x).all()
+    assert x.shape == (2, 8) and np.isfinite(x).all()
     np.testing.assert_array_equal(x[:, 4:6], [[0, 0], [1, 1]])  # NaN flux / zero unc -> missing
     assert x[0, 0] < 0  # negative flux keeps its sign
-    s.fit(np.random.default_rng(0).normal(3, 2, size=(500, 7)))
+    # the colour of the two bands; 0 when one is missing; then the condition
+    assert x[0, 6] == x[0, 0] - x[0, 1] and x[1, 6] == 0 and x[1, 7] == 1.0
+    s.fit(np.random.default_rng(0).normal(3, 2, size=(500, 8)))
     again = FeatureScaler.from_config(s.to_config())
     np.testing.assert_array_equal(again(flux, unc, np.zeros((2, 2), bool), [[0.5], [1.0]]),
                                   s(flux, unc, np.zeros((2, 2), bool), [[0.5], [1.0]]))
+    # a checkpoint written before colours existed has no 'colors' key: no colours
+    old = {k: v for k, v in s.to_config().items() if k != "colors"}
+    old["mean"], old["std"] = old["mean"][:6] + old["mean"][7:], old["std"][:6] + old["std"][7:]
+    assert FeatureScaler.from_config(old).raw(flux, unc, np.zeros((2, 2), bool),
+                                              [[0.5], [1.0]]).shape == (2, 7)
