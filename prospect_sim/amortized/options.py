@@ -22,7 +22,7 @@ FLOWS = ("rqs_coupling", "nsf", "nsf_coupling", "maf", "naf")
 #: file run in Prospector's own style, or a test calling ``run`` directly).
 DEFAULTS = dict(
     # training
-    epochs=200, batch_size=512, lr=1e-3, patience=20, val_fraction=0.1,
+    epochs=200, batch_size=512, lr=1e-3, lr_schedule="plateau", patience=20, val_fraction=0.1,
     n_test=2000, flow="rqs_coupling", hidden=None, transforms=None, bins=8,
     embedding="128,128", embed_dim=64, weight_decay=0.0, train_seed=0,
     device="auto", condition=[], block_rows=4096, shuffle_blocks=16,
@@ -64,6 +64,10 @@ def add_arguments(parser):
     _add(g, "--epochs", type=int, default=d["epochs"], help="maximum training epochs")
     _add(g, "--batch_size", type=int, default=d["batch_size"], help="training batch size")
     _add(g, "--lr", type=float, default=d["lr"], help="initial Adam learning rate")
+    _add(g, "--lr_schedule", choices=("plateau", "cosine"), default=d["lr_schedule"],
+         help="plateau: halve the learning rate when the validation loss stalls; cosine: "
+              "anneal it from --lr to 1%% of --lr over exactly --epochs epochs (for a fixed "
+              "training budget)")
     _add(g, "--weight_decay", type=float, default=d["weight_decay"], help="Adam weight decay")
     _add(g, "--patience", type=int, default=d["patience"],
          help="stop after this many epochs without a better validation loss")

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 _VAL_STREAM = 2 ** 31 - 1   # numpy SeedSequence word for the fixed validation noise
 _STATS_STREAM = 2 ** 31 - 2  # ... and for the normalisation statistics
-_ARCH = ("flow", "hidden", "transforms", "bins", "embedding", "embed_dim")
+_ARCH = ("flow", "hidden", "transforms", "bins", "embedding", "embed_dim", "lr_schedule")
 
 
 def resolve_device(name):
@@ -122,8 +122,13 @@ class _Trainer:
         self.net = post.net.to(device)
         self.optim = torch.optim.Adam(self.net.parameters(), lr=opts["lr"],
                                       weight_decay=opts["weight_decay"])
-        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optim, factor=0.5, patience=max(1, opts["patience"] // 3))
+        self.cosine = opts["lr_schedule"] == "cosine"
+        if self.cosine:   # a fixed budget of epochs: anneal to 1% of --lr at the last one
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optim, T_max=opts["epochs"], eta_min=opts["lr"] * 1e-2)
+        else:
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optim, factor=0.5, patience=max(1, opts["patience"] // 3))
         self.epoch_done, self.bad_epochs, self.best_val = 0, 0, float("inf")
         self.best_state, self.history = None, []
 
@@ -174,7 +179,11 @@ class _Trainer:
             if bar is not None:
                 bar.set_postfix(train=f"{total / n:.3f}", refresh=False)
         val = self.val_loss(seed)
-        self.sched.step(val)
+        if self.cosine:
+            if self.sched.last_epoch < self.sched.T_max:   # then stay at the floor
+                self.sched.step()
+        else:
+            self.sched.step(val)
         self.epoch_done = e + 1
         if val < self.best_val:
             self.best_val, self.bad_epochs = val, 0
@@ -267,9 +276,11 @@ def train(simfile, problem, noise, checkpoint, opts, resume=False, overwrite=Fal
                                     f"simulation file ({ckpt['simfile']['path']!r}); use "
                                     "--overwrite to start again")
             post = AmortizedPosterior.from_checkpoint(ckpt, best=False)
-            changed = [k for k in _ARCH if str(opts[k]) != str(ckpt["options"][k])]
+            kept = {k: ckpt["options"].get(k, options.DEFAULTS[k]) for k in _ARCH}
+            changed = [k for k in _ARCH if str(opts[k]) != str(kept[k])]
             if changed:
                 log.warning("--resume keeps the checkpoint's %s", ", ".join(changed))
+            opts = {**opts, "lr_schedule": kept["lr_schedule"]}
         else:
             post = AmortizedPosterior.new(problem, conditions, noise, opts, seed=seed)
         trainer = _Trainer(data, post, opts, device)

@@ -68,6 +68,39 @@ def test_resume_continues_exactly(toy, simfile, tmp_path):
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2]
 
 
+def test_cosine_schedule_anneals_and_resumes_exactly(toy, simfile, tmp_path, monkeypatch):
+    from prospect_sim.amortized import train as train_mod
+    opts = dict(TINY, epochs=3, lr=2e-3, lr_schedule="cosine")
+    a = str(tmp_path / "a.pt")
+    train(simfile, toy.problem, toy.noise, a, opts, quiet=True)
+    lrs = [r["lr"] for r in load_checkpoint(a)["history"]]
+    floor = 2e-3 * 1e-2
+    expected = [floor + (2e-3 - floor) * (1 + np.cos(np.pi * e / 3)) / 2 for e in (1, 2, 3)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-9)
+    # interrupted after its first epoch (as by Ctrl-C), then resumed
+    real_epoch, calls = train_mod._Trainer.epoch, []
+
+    def interrupted(self, *args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(self, *args, **kw)
+
+    b = str(tmp_path / "b.pt")
+    monkeypatch.setattr(train_mod._Trainer, "epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(simfile, toy.problem, toy.noise, b, opts, quiet=True)
+    monkeypatch.setattr(train_mod._Trainer, "epoch", real_epoch)
+    assert load_checkpoint(b)["epoch"] == 1
+    # resumed without --lr_schedule: the checkpoint's schedule is kept
+    train(simfile, toy.problem, toy.noise, b, dict(opts, lr_schedule="plateau"), resume=True,
+          quiet=True)
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    for key in ca["model_state"]:
+        torch.testing.assert_close(ca["model_state"][key], cb["model_state"][key], rtol=0, atol=0)
+    assert [r["lr"] for r in cb["history"]] == lrs
+
+
 def test_checkpoint_is_self_contained(toy, simfile, tmp_path):
     ck = str(tmp_path / "f.pt")
     train(simfile, toy.problem, toy.noise, ck, dict(TINY, condition=["t1"]), quiet=True)
