@@ -58,6 +58,25 @@ def test_depth_noise_formula():
     np.testing.assert_allclose(sig[:, 0], [np.hypot(sky, 1e-9), sky])
 
 
+def test_depth_noise_reports_the_floor_on_the_observed_flux():
+    # the noise is drawn with sigma(noiseless flux); the uncertainty given to the network
+    # must depend on the observed flux only, or it reveals the noiseless one
+    m = noise.DepthNoise([22.5, 23.0], nsigma=5, floor=0.02)
+    phot = np.full((20000, 2), 1e-8)                   # floor-dominated: S/N ~ 50 per band
+    flux, unc, _ = m.sample(phot, np.random.default_rng(3))
+    sky = 10 ** (-0.4 * np.array([22.5, 23.0])) / 5
+    np.testing.assert_allclose(unc, np.sqrt(sky ** 2 + (0.02 * flux) ** 2), rtol=1e-12)
+    # the noise itself has the noiseless sigma
+    sigma = np.sqrt(sky ** 2 + (0.02 * 1e-8) ** 2)
+    np.testing.assert_allclose(((flux - phot) / sigma).std(axis=0), 1.0, atol=0.02)
+    # with a scattered depth, the same sky term enters both
+    m = noise.DepthNoise([22.5, 23.0], nsigma=5, floor=0.02, depth_scatter=0.3)
+    flux, unc, _ = m.sample(phot[:100], np.random.default_rng(4))
+    sig = m.sigma(phot[:100], np.random.default_rng(4))
+    np.testing.assert_allclose(unc ** 2 - (0.02 * flux) ** 2, sig ** 2 - (0.02 * phot[:100]) ** 2,
+                               rtol=1e-6)
+
+
 def test_missing_probability():
     m = noise.FixedNoise([1.0, 1.0, 1.0], p_missing=[0.0, 0.3, 0.6])
     _, _, missing = m.sample(np.zeros((20000, 3)), np.random.default_rng(0))
