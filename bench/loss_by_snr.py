@@ -75,33 +75,29 @@ def main(argv=None):
             inside.append(_inside(post, flux, unc, missing, theta[:, post.inferred_index],
                                   a.draws, a.seed))
     nll = np.array(nll)                                        # (checkpoints, rows)
+    groups = [(f"{s0:g}-{s1:g}", sel) for s0, s1 in zip(EDGES[:-1], EDGES[1:])
+              if (sel := (snr >= s0) & (snr < s1)).any()]
     print(f"{len(theta):,} observations ({hi - lo:,} test rows x {a.repeats} noise draws)")
     head = "".join(f"  {'ckpt ' + str(i):>22}" for i in range(len(posts)))
     print(f"{'S/N':>10} {'n':>7}{head}")
-    for s0, s1 in zip(EDGES[:-1], EDGES[1:]):
-        sel = (snr >= s0) & (snr < s1)
-        if not sel.any():
-            continue
+    for name, sel in groups:
         cells = f"  {nll[0, sel].mean():>22.3f}"
         for k in range(1, len(posts)):
             d = nll[k, sel] - nll[0, sel]
             cells += f"  {nll[k, sel].mean():>8.3f} ({d.mean():+.3f}+-{d.std() / np.sqrt(sel.sum()):.3f})"
-        print(f"{f'{s0:g}-{s1:g}':>10} {sel.sum():>7}{cells}")
+        print(f"{name:>10} {sel.sum():>7}{cells}")
     print(f"{'all':>10} {len(snr):>7}" + "".join(f"  {v:>22.3f}" for v in nll.mean(axis=1)))
     print(f"\ncoverage of the truth ({a.draws} draws): 68% and 90% intervals, "
           "mean over parameters [worst parameter]")
     print(f"{'S/N':>10} {'n':>7}" + "".join(f"  {'ckpt ' + str(i):>30}" for i in range(len(posts))))
-    for s0, s1 in zip(EDGES[:-1], EDGES[1:]):
-        sel = (snr >= s0) & (snr < s1)
-        if not sel.any():
-            continue
+    for name, sel in groups:
         cells = ""
         for ins in inside:
             c = ins[:, sel].mean(axis=1)                      # (2 levels, D)
             worst = c[np.arange(2), np.argmax(np.abs(c - [[0.68], [0.90]]), axis=1)]
             cells += (f"  {c[0].mean():.3f} [{worst[0]:.3f}] {c[1].mean():.3f} "
                       f"[{worst[1]:.3f}]")
-        print(f"{f'{s0:g}-{s1:g}':>10} {sel.sum():>7}{cells}")
+        print(f"{name:>10} {sel.sum():>7}{cells}")
     for i, c in enumerate(a.checkpoints):
         print(f"ckpt {i}: {c}")
 

@@ -45,8 +45,9 @@ class FeatureScaler:
         Softening flux per band, maggies.
     n_conditions : int
         Number of conditioning parameters appended after the photometry.
-    mean, std : (3B + C,) array, optional
-        Standardisation; identity until :meth:`fit`.
+    mean, std : (F,) array, optional
+        Standardisation of the F = :attr:`n_features` features; identity
+        until :meth:`fit`.
     colors : bool
         Append the B - 1 adjacent-band colours (False in checkpoints made
         before they existed).
