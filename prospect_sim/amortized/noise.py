@@ -232,6 +232,16 @@ class EmpiricalNoise(NoiseModel):
     is nearest to ``f``; so the relation keeps the catalogue's scatter
     (varied depths, crowding). At most ``max_rows`` rows per band are kept.
 
+    The noise is drawn with that uncertainty; the one reported is for the
+    observed flux (:meth:`reported`). A relation
+    ``unc^2 = a + b max(f, 0) + c max(f, 0)^2`` (sky, the source's Poisson
+    noise, calibration) is fitted to the catalogue; the drawn variance less
+    ``g(f) = b max(f, 0) + (c + floor^2) max(f, 0)^2`` at the noiseless flux
+    is the object's own sky term, to which ``g`` at the observed flux is
+    added. So each object keeps its draw's depth while its reported
+    uncertainty, like a pipeline's, depends on the flux it has, not on the
+    noiseless one.
+
     Parameters
     ----------
     flux, unc : list of B arrays
@@ -275,6 +285,8 @@ class EmpiricalNoise(NoiseModel):
         self.floor = float(floor)
         self.max_rows = int(max_rows)
         self.seed = int(seed)
+        self._relation = [_fit_relation(f, u) for f, u in zip(self._flux, self._unc)]
+        self._sky2_min = [float(np.min(u)) ** 2 for u in self._unc]
 
     @classmethod
     def from_catalog(cls, path, filter_names, **kwargs):
@@ -297,9 +309,39 @@ class EmpiricalNoise(NoiseModel):
             out = np.sqrt(out ** 2 + (self.floor * np.clip(phot, 0, None)) ** 2)
         return out
 
+    def reported(self, flux, sigma, phot):
+        """``sqrt(sigma^2 - g(phot) + g(flux))``: the draw's sky term, the flux terms of ``flux``.
+
+        The sky term is kept at least the catalogue's smallest variance.
+        """
+        out = np.empty_like(sigma)
+        for b, (coef, sky2_min) in enumerate(zip(self._relation, self._sky2_min)):
+            sky2 = np.maximum(sigma[:, b] ** 2 - self._flux_variance(coef, phot[:, b]), sky2_min)
+            out[:, b] = np.sqrt(sky2 + self._flux_variance(coef, flux[:, b]))
+        return out
+
+    def _flux_variance(self, coef, flux):
+        f = np.clip(flux, 0, None)
+        return f * (coef[1] + (coef[2] + self.floor ** 2) * f)
+
     def _params(self):
         return {"flux": [f.tolist() for f in self._flux], "unc": [u.tolist() for u in self._unc],
                 "k": self.k, "floor": self.floor, "max_rows": self.max_rows, "seed": self.seed}
+
+
+def _fit_relation(flux, unc):
+    """Non-negative ``(a, b, c)`` of ``unc^2 ~ a + b f + c f^2``, ``f = max(flux, 0)``.
+
+    Fitted in relative terms (each row's residual divided by its ``unc^2``),
+    so faint and bright rows count alike.
+    """
+    from scipy.optimize import nnls
+    f = np.clip(flux, 0, None)
+    terms = np.stack([np.ones_like(f), f, f * f], axis=1) / (unc ** 2)[:, None]
+    scale = terms.max(axis=0)
+    scale[scale == 0] = 1.0          # no positive fluxes: b and c stay 0
+    coef, _ = nnls(terms / scale, np.ones(len(f)))
+    return coef / scale
 
 
 _KINDS = {cls.kind: cls for cls in (FixedNoise, DepthNoise, EmpiricalNoise)}

@@ -100,3 +100,29 @@ def test_default_noise_from_obs_and_bad_input():
         noise.FixedNoise([1.0], p_missing=1.0)
     with pytest.raises(ValueError, match="one value per band"):
         noise.FixedNoise([1.0, 1.0], p_missing=[0.1, 0.1, 0.1])
+
+
+def test_empirical_reports_the_uncertainty_of_the_observed_flux():
+    # a catalogue of sky noise 1 plus a 10% calibration term, with a spread of depths
+    rng = np.random.default_rng(3)
+    f = np.linspace(-5.0, 200.0, 20000)
+    depth = rng.choice([1.0, 1.5], size=f.size)
+    m = noise.EmpiricalNoise([f], [np.sqrt(depth ** 2 + (0.1 * np.clip(f, 0, None)) ** 2)], k=20)
+    a, b, c = m._relation[0]
+    assert 1.0 < a < 2.25 and c == pytest.approx(0.01, rel=0.05)
+    # bright objects of one noiseless flux: the reported uncertainty follows the
+    # observed flux (as a pipeline's does), not the noiseless one the noise was drawn at
+    phot = np.full((4000, 1), 100.0)
+    flux, unc, _ = m.sample(phot, np.random.default_rng(0))
+    assert np.corrcoef(flux[:, 0], unc[:, 0])[0, 1] > 0.95
+    # (the depths, 1 or 1.5, add at most 1.3% in quadrature at these fluxes)
+    np.testing.assert_allclose(unc[:, 0], np.sqrt(1.6 + (0.1 * flux[:, 0]) ** 2), rtol=0.02)
+    # sky-dominated objects keep the depth of their own draw, plus the
+    # calibration term of the flux they have
+    phot = np.zeros((4000, 1))
+    sigma = m.sigma(phot, np.random.default_rng(1))
+    assert set(np.unique(np.round(sigma, 4))) == {1.0, 1.5}
+    flux = phot + sigma * np.random.default_rng(2).standard_normal(phot.shape)
+    rep = m.reported(flux, sigma, phot)
+    np.testing.assert_allclose(rep, np.sqrt(sigma ** 2 + (0.1 * np.clip(flux, 0, None)) ** 2),
+                               rtol=0.03)
