@@ -70,16 +70,30 @@ class NoiseModel:
         """Flux uncertainties (N, B), maggies, for noiseless fluxes ``phot`` (N, B)."""
         raise NotImplementedError
 
+    #: Least flux-independent variance (B,) kept by :meth:`reported`, maggies^2.
+    _sky2_min = 0.0
+
     def reported(self, flux, sigma, phot):
         """The uncertainty a catalogue gives for the observed ``flux`` (N, B).
 
-        By default the ``sigma`` the noise was drawn with. A model whose
-        uncertainty grows with the flux reports it for the observed flux, as a
-        photometry pipeline does: computed from the noiseless ``phot``, the
-        reported uncertainty would tell the network the noiseless flux, and
-        the trained posterior would be narrower than the likelihood allows.
+        A model whose uncertainty grows with the flux reports it for the
+        observed flux, as a photometry pipeline does: computed from the
+        noiseless ``phot``, the reported uncertainty would tell the network
+        the noiseless flux, and the trained posterior would be narrower than
+        the likelihood allows. So the drawn variance keeps its part that does
+        not depend on the flux, ``sigma^2 - g(phot)`` (at least
+        ``_sky2_min``), and adds ``g(flux)``, with ``g`` from
+        :meth:`_flux_variance`; without one, ``sigma`` as drawn.
         """
-        return sigma
+        g_true = self._flux_variance(phot)
+        if g_true is None:
+            return sigma
+        sky2 = np.maximum(sigma ** 2 - g_true, self._sky2_min)
+        return np.sqrt(sky2 + self._flux_variance(flux))
+
+    def _flux_variance(self, flux):
+        """The variance (N, B) that grows with the flux (N, B), or None if there is none."""
+        return None
 
     def sample(self, phot, rng):
         """Draw noisy observations of noiseless fluxes.
@@ -207,17 +221,16 @@ class DepthNoise(NoiseModel):
         sky = mag_to_maggies(depth) / self.nsigma
         return np.sqrt(sky ** 2 + (self.floor * np.clip(phot, 0, None)) ** 2)
 
-    def reported(self, flux, sigma, phot):
-        """``sqrt(sky^2 + (floor * max(flux, 0))^2)`` with the object's own sky term.
+    def _flux_variance(self, flux):
+        """``(floor * max(flux, 0))^2``: the floor is reported on the observed flux.
 
-        The noise is drawn with the floor on the noiseless flux; the floor of
-        the reported uncertainty is on the observed one (they differ by the
-        floor times the relative noise: under 0.05% of sigma for a 2% floor).
+        The noise is drawn with the floor on the noiseless flux; the two
+        differ by the floor times the relative noise (under 0.05% of sigma
+        for a 2% floor).
         """
         if self.floor == 0:
-            return sigma
-        sky2 = np.clip(sigma ** 2 - (self.floor * np.clip(phot, 0, None)) ** 2, 0, None)
-        return np.sqrt(sky2 + (self.floor * np.clip(flux, 0, None)) ** 2)
+            return None
+        return (self.floor * np.clip(flux, 0, None)) ** 2
 
     def _params(self):
         return {"depths": self.depths.tolist(), "nsigma": self.nsigma,
@@ -237,8 +250,8 @@ class EmpiricalNoise(NoiseModel):
     ``unc^2 = a + b max(f, 0) + c max(f, 0)^2`` (sky, the source's Poisson
     noise, calibration) is fitted to the catalogue; the drawn variance less
     ``g(f) = b max(f, 0) + (c + floor^2) max(f, 0)^2`` at the noiseless flux
-    is the object's own sky term, to which ``g`` at the observed flux is
-    added. So each object keeps its draw's depth while its reported
+    is the object's own sky term (at least the catalogue's smallest
+    variance), to which ``g`` at the observed flux is added. So each object keeps its draw's depth while its reported
     uncertainty, like a pipeline's, depends on the flux it has, not on the
     noiseless one.
 
@@ -285,8 +298,8 @@ class EmpiricalNoise(NoiseModel):
         self.floor = float(floor)
         self.max_rows = int(max_rows)
         self.seed = int(seed)
-        self._relation = [_fit_relation(f, u) for f, u in zip(self._flux, self._unc)]
-        self._sky2_min = [float(np.min(u)) ** 2 for u in self._unc]
+        self._relation = np.array([_fit_relation(f, u) for f, u in zip(self._flux, self._unc)])
+        self._sky2_min = np.array([np.min(u) ** 2 for u in self._unc])
 
     @classmethod
     def from_catalog(cls, path, filter_names, **kwargs):
@@ -309,20 +322,10 @@ class EmpiricalNoise(NoiseModel):
             out = np.sqrt(out ** 2 + (self.floor * np.clip(phot, 0, None)) ** 2)
         return out
 
-    def reported(self, flux, sigma, phot):
-        """``sqrt(sigma^2 - g(phot) + g(flux))``: the draw's sky term, the flux terms of ``flux``.
-
-        The sky term is kept at least the catalogue's smallest variance.
-        """
-        out = np.empty_like(sigma)
-        for b, (coef, sky2_min) in enumerate(zip(self._relation, self._sky2_min)):
-            sky2 = np.maximum(sigma[:, b] ** 2 - self._flux_variance(coef, phot[:, b]), sky2_min)
-            out[:, b] = np.sqrt(sky2 + self._flux_variance(coef, flux[:, b]))
-        return out
-
-    def _flux_variance(self, coef, flux):
+    def _flux_variance(self, flux):
+        """``b max(f, 0) + (c + floor^2) max(f, 0)^2`` of the fitted relation, per band."""
         f = np.clip(flux, 0, None)
-        return f * (coef[1] + (coef[2] + self.floor ** 2) * f)
+        return f * (self._relation[:, 1] + (self._relation[:, 2] + self.floor ** 2) * f)
 
     def _params(self):
         return {"flux": [f.tolist() for f in self._flux], "unc": [u.tolist() for u in self._unc],
