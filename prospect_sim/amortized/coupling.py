@@ -234,9 +234,12 @@ class CouplingSplineFlow(nn.Module):
         self.features, self.bins, self.affine = features, bins, affine
         self.register_buffer("masks", _masks(features, transforms))
         self.layers = nn.ModuleList()
-        for m in self.masks:
+        for t, m in enumerate(self.masks):
             n_a = int(m.sum())
             self.layers.append(_Conditioner(n_a, features - n_a, context, hidden, bins))
+        self._set_indices()
+        # a checkpoint's masks replace ours: derive the indices from them
+        self.register_load_state_dict_post_hook(lambda module, keys: module._set_indices())
         if affine:
             n_tri = features * (features - 1) // 2
             w = _WHITEN_HIDDEN  # evaluated once per object: its size costs nothing per draw
@@ -255,9 +258,16 @@ class CouplingSplineFlow(nn.Module):
         L[..., self.tril[0], self.tril[1]] = off
         return mu, L, log_diag
 
+    def _set_indices(self):
+        """The splits as index buffers, so no data-dependent op runs per call (and
+        ``torch.compile`` traces all the layers as one graph)."""
+        for t, m in enumerate(self.masks):
+            self.register_buffer(f"_ia{t}", m.nonzero().squeeze(-1), persistent=False)
+            self.register_buffer(f"_ib{t}", (~m).nonzero().squeeze(-1), persistent=False)
+
     def _indices(self, t):
-        m = self.masks[t]
-        return m.nonzero().squeeze(-1), (~m).nonzero().squeeze(-1)
+        """Indices of layer ``t``'s unchanged (A) and transformed (B) parameters."""
+        return getattr(self, f"_ia{t}"), getattr(self, f"_ib{t}")
 
     # --- density direction u -> z (training) ----------------------------------------------
     def log_prob(self, u, c):

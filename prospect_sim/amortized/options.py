@@ -26,7 +26,7 @@ DEFAULTS = dict(
     n_test=2000, flow="rqs_coupling", hidden=None, transforms=None, bins=8,
     embedding="128,128", embed_dim=64, weight_decay=0.0, train_seed=0,
     device="auto", condition=[], block_rows=4096, shuffle_blocks=16,
-    validate_after_train=True,
+    validate_after_train=True, compile=False,
     # inference
     catalog=None, n_draws=1000, infer_batch=256, importance=False,
     min_ess=50.0, summary_only=False, infer_seed=0, proposal_scale=1.0,
@@ -97,6 +97,10 @@ def add_arguments(parser):
          help="rows read from the simulation file at a time")
     _add(g, "--shuffle_blocks", type=int, default=d["shuffle_blocks"],
          help="blocks held in memory and shuffled together")
+    _add(g, "--compile", action="store_true", default=False,
+         help="compile the training step with torch.compile (needs a C++ compiler on the "
+              "CPU): about a minute to compile, then 1.3-1.4x faster steps on this CPU; "
+              "worth it for long trainings")
     _add(g, "--no_validate_after_train", dest="validate_after_train",
          action="store_false", default=True,
          help="skip the validation that otherwise runs at the end of --train")

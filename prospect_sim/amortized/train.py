@@ -132,6 +132,20 @@ class _Trainer:
                 self.optim, factor=0.5, patience=max(1, opts["patience"] // 3))
         self.epoch_done, self.bad_epochs, self.best_val = 0, 0, float("inf")
         self.best_state, self.history = None, []
+        self.compiled = torch.compile(self.net.loss, dynamic=False) if opts["compile"] else None
+
+    def _loss(self, u, x):
+        """The batch loss; compiled for full batches under ``--compile`` (a partial last
+        batch runs eagerly rather than compiling a second graph for its shape)."""
+        if self.compiled is None or len(u) != self.opts["batch_size"]:
+            return self.net.loss(u, x)
+        try:
+            return self.compiled(u, x)
+        except Exception as err:  # compilation failed (no C++ compiler, unsupported op ...)
+            log.warning("--compile failed (%s: %s); training without it",
+                        type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+            self.compiled = None
+            return self.net.loss(u, x)
 
     def _batch(self, theta, phot, rng):
         flux, unc, missing = self.post.noise.sample(phot, rng)
@@ -167,7 +181,7 @@ class _Trainer:
         for theta, phot in self.data.batches("train", self.opts["batch_size"], rng,
                                              self.opts["shuffle_blocks"]):
             u, x = self._batch(theta, phot, rng)
-            loss = self.net.loss(u, x)
+            loss = self._loss(u, x)
             if not torch.isfinite(loss):
                 raise TrainingError(f"the training loss became {float(loss)} in epoch {e + 1}; "
                                     "lower --lr or check the simulation file")

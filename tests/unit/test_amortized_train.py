@@ -101,6 +101,25 @@ def test_cosine_schedule_anneals_and_resumes_exactly(toy, simfile, tmp_path, mon
     assert [r["lr"] for r in cb["history"]] == lrs
 
 
+def test_compiled_training_follows_eager_and_resumes_exactly(toy, simfile, tmp_path, caplog):
+    """--compile changes the speed, not the training: same losses as eager to float32
+    rounding, and an interrupted compiled run resumes to the same weights."""
+    opts = dict(TINY, transforms=2)
+    eager, comp = str(tmp_path / "eager.pt"), str(tmp_path / "comp.pt")
+    train(simfile, toy.problem, toy.noise, eager, opts, quiet=True)
+    train(simfile, toy.problem, toy.noise, comp, dict(opts, compile=True), quiet=True)
+    he, hc = load_checkpoint(eager)["history"], load_checkpoint(comp)["history"]
+    for key in ("train_loss", "val_loss"):
+        np.testing.assert_allclose([r[key] for r in hc], [r[key] for r in he], rtol=1e-4)
+    b = str(tmp_path / "b.pt")
+    train(simfile, toy.problem, toy.noise, b, dict(opts, epochs=1, compile=True), quiet=True)
+    train(simfile, toy.problem, toy.noise, b, dict(opts, compile=True), resume=True, quiet=True)
+    ca, cb = load_checkpoint(comp), load_checkpoint(b)
+    for key in ca["model_state"]:
+        torch.testing.assert_close(ca["model_state"][key], cb["model_state"][key], rtol=0, atol=0)
+    assert "--compile failed" not in caplog.text  # compiled, not fallen back to eager
+
+
 def test_checkpoint_is_self_contained(toy, simfile, tmp_path):
     ck = str(tmp_path / "f.pt")
     train(simfile, toy.problem, toy.noise, ck, dict(TINY, condition=["t1"]), quiet=True)
