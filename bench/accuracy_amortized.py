@@ -301,15 +301,20 @@ def _dynesty(model, sps, mock, a, tag):
 
     Each fit runs as the ``--dynesty`` mode runs it (the unused model spectrum
     skipped).  With ``--cache DIR`` every run is pickled there under a name
-    made of ``tag`` and the dynesty settings, and read back by a later call
+    made of ``tag``, a digest of the mock's photometry (a changed noise model
+    makes new mocks) and the dynesty settings, and read back by a later call
     instead of fitting again (so the reference can be reused).
     """
+    import hashlib
     from prospect.fitting import fit_model
     from prospect_sim.sps import _compat
     _compat.set_photometry_only(model, mock)
     runs, seconds = [], []
     if a.dynesty_runs < 1:
         return runs, float("nan")
+    digest = hashlib.sha1(np.concatenate([mock["maggies"], mock["maggies_unc"],
+                                          mock["phot_mask"]]).astype("<f8").tobytes())
+    tag = f"{tag}_{digest.hexdigest()[:10]}"
     for r in range(a.dynesty_runs):
         name = f"{tag}_nlive{a.nlive}_{a.sample}{a.walks}_dlogz{a.dlogz}_run{r}.pkl"
         path = None if a.cache is None else Path(a.cache) / name

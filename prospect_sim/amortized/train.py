@@ -23,6 +23,7 @@ import csv
 import logging
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -132,7 +133,12 @@ class _Trainer:
                 self.optim, factor=0.5, patience=max(1, opts["patience"] // 3))
         self.epoch_done, self.bad_epochs, self.best_val = 0, 0, float("inf")
         self.best_state, self.history = None, []
-        self.compiled = torch.compile(self.net.loss, dynamic=False) if opts["compile"] else None
+        self.compiled = None
+        if opts["compile"]:
+            # torch's own code generator warns about its internals: not the user's concern
+            warnings.filterwarnings("ignore", message=r".*torch\._prims_common\.check",
+                                    category=FutureWarning)
+            self.compiled = torch.compile(self.net.loss, dynamic=False)
 
     def _loss(self, u, x):
         """The batch loss; compiled for full batches under ``--compile`` (a partial last
