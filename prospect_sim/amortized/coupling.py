@@ -41,13 +41,18 @@ torch.Size([5])
 True
 """
 
+import logging
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._compile import compiled
+
 __all__ = ["CouplingSplineFlow", "rqs_forward", "rqs_inverse"]
+
+log = logging.getLogger(__name__)
 
 _BOUND = 5.0       # the splines act on [-_BOUND, _BOUND], identity outside
 _LOG_SLOPE = math.log(1e-3)  # zuko's slope bound: bin ratios and derivatives within 1e-3..1e3
@@ -238,6 +243,7 @@ class CouplingSplineFlow(nn.Module):
             n_a = int(m.sum())
             self.layers.append(_Conditioner(n_a, features - n_a, context, hidden, bins))
         self._set_indices()
+        self._compiled = None  # (rows, compiled _invert_layers) after compile_sampling
         # a checkpoint's masks replace ours: derive the indices from them
         self.register_load_state_dict_post_hook(lambda module, keys: module._set_indices())
         if affine:
@@ -289,6 +295,34 @@ class CouplingSplineFlow(nn.Module):
         return log_base + ladj
 
     # --- sampling direction z -> u ---------------------------------------------------------
+    def _invert_layers(self, z, ctx):
+        """Base points z (S, N, D) through the coupling layers, inverted; ``ctx`` holds
+        each layer's context term (N, H). Returns y (S, N, D) and
+        :math:`-\\log|dy/dz|` (S, N)."""
+        y = z
+        lq = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        for t in reversed(range(len(self.layers))):
+            ia, ib = self._indices(t)
+            x_b, l = rqs_inverse(y[..., ib], *self.layers[t](y[..., ia], ctx[t]))
+            y = y.index_copy(-1, ib, x_b)
+            lq = lq - l.sum(-1)
+        return y, lq
+
+    def compile_sampling(self, rows):
+        """Sample through ``torch.compile`` (the spline's elementwise chain fused: 1.8x
+        faster on the development CPU, after ~40 s of compiling, cached on disk by torch).
+
+        Objects are sampled in blocks of ``rows`` and draws in chunks of a fixed
+        size (the last one padded), so one compiled graph serves every call; the
+        objects beyond the last whole block (all of them when fewer than ``rows``)
+        are sampled eagerly. Falls back to eager sampling, with a warning, if
+        compiling fails.
+        """
+        rows = int(rows)
+        if rows < 1:
+            raise ValueError(f"compile_sampling: rows must be positive, got {rows}")
+        self._compiled = (rows, compiled(self._invert_layers))
+
     @torch.no_grad()
     def sample(self, c, n, generator=None, base=None):
         """``n`` draws per context row.
@@ -316,21 +350,52 @@ class CouplingSplineFlow(nn.Module):
         else:
             z = base.to(device=c.device, dtype=c.dtype).clone()
         log_q = -0.5 * (z * z).sum(-1) - 0.5 * d * _LOG_2PI
+        if self._compiled is not None:
+            try:
+                return self._sample_blocks(c, z, log_q, *self._compiled)
+            except Exception as err:  # compilation failed (no C++ compiler, ...)
+                log.warning("compiled sampling failed (%s: %s); sampling without it",
+                            type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                self._compiled = None
+        return self._sample_chunks(c, z, log_q, self._invert_layers,
+                                   max(1, _CHUNK_ROWS // max(1, c.shape[0])))
+
+    def _sample_chunks(self, c, z, log_q, invert, step, pad=False):
+        """Invert z (n, N, D) in chunks of ``step`` draws (the last padded with zeros
+        to ``step`` when ``pad``, so every chunk has one shape)."""
         ctx = [layer.context_term(c) for layer in self.layers]  # (N, H) each
-        if self.affine:
-            mu, L, log_diag = self._whitening(c)
-        step = max(1, _CHUNK_ROWS // max(1, c.shape[0]))
-        idx = [self._indices(t) for t in range(len(self.layers))]
+        n = z.shape[0]
+        u, lq = torch.empty_like(z), log_q.clone()
         for s in range(0, n, step):
-            y = z[s:s + step]
-            lq = log_q[s:s + step]
-            for t in reversed(range(len(self.layers))):
-                ia, ib = idx[t]
-                x_b, l = rqs_inverse(y[..., ib], *self.layers[t](y[..., ia], ctx[t]))
-                y[..., ib] = x_b  # in place: y is a view of z, overwritten below
-                lq -= l.sum(-1)
-            if self.affine:
-                y = mu + (L @ y.unsqueeze(-1)).squeeze(-1)
-                lq -= log_diag.sum(-1)
-            z[s:s + step] = y
-        return z, log_q
+            zc = z[s:s + step].contiguous()
+            m = zc.shape[0]
+            if pad and m < step:
+                zc = torch.cat([zc, zc.new_zeros((step - m,) + zc.shape[1:])])
+            yc, lc = invert(zc, ctx)
+            u[s:s + m] = yc[:m]
+            lq[s:s + m] += lc[:m]
+        if self.affine:  # the whitening, inverted: u = mu + L y
+            mu, L, log_diag = self._whitening(c)
+            u = torch.baddbmm(mu.unsqueeze(-1).expand(-1, -1, n), L, u.permute(1, 2, 0))
+            u = u.permute(2, 0, 1)
+            lq -= log_diag.sum(-1)
+        return u, lq
+
+    def _sample_blocks(self, c, z, log_q, rows, invert):
+        """The compiled path: whole blocks of ``rows`` objects, each inverted in
+        fixed-size chunks of draws; the objects left over (fewer than ``rows``) run
+        eagerly, rather than paying for a padded block."""
+        n_obj = c.shape[0]
+        full = n_obj - n_obj % rows
+        step = max(1, min(_CHUNK_ROWS // rows, z.shape[0]))
+        u, lq = torch.empty_like(z), torch.empty_like(log_q)
+        for b in range(0, n_obj, rows):
+            sl = slice(b, b + rows)
+            if b < full:
+                u[:, sl], lq[:, sl] = self._sample_chunks(c[sl], z[:, sl], log_q[:, sl], invert,
+                                                          step, pad=True)
+            else:
+                u[:, sl], lq[:, sl] = self._sample_chunks(
+                    c[sl], z[:, sl], log_q[:, sl], self._invert_layers,
+                    max(1, _CHUNK_ROWS // (n_obj - full)))
+        return u, lq

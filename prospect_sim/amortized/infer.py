@@ -224,6 +224,8 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
                          "--importance only, and must be >= 1 (its draws need the weights)")
     post = AmortizedPosterior.from_checkpoint(ckpt, device=resolve_device(opts["device"]))
     n_rows, rows = source.n_rows, int(opts["infer_batch"])
+    if opts["compile"]:
+        post.compile_sampling(rows)
     n_batches = max(1, -(-n_rows // rows))
     part = out + ".part"
     h5 = _open_output(part, post, n_rows, opts, checkpoint, source.name, n_batches,

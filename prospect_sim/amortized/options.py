@@ -98,9 +98,10 @@ def add_arguments(parser):
     _add(g, "--shuffle_blocks", type=int, default=d["shuffle_blocks"],
          help="blocks held in memory and shuffled together")
     _add(g, "--compile", action="store_true", default=False,
-         help="compile the training step with torch.compile (needs a C++ compiler on the "
-              "CPU): about a minute to compile, then 1.3-1.4x faster steps on this CPU; "
-              "worth it for long trainings")
+         help="run the flow through torch.compile (needs a C++ compiler on a CPU): the "
+              "training step (--train) and the sampling of whole --infer_batch blocks "
+              "(--infer, rqs_coupling flow); 30-80 s to compile (cached on disk by torch), "
+              "then faster: for long trainings and large catalogues")
     _add(g, "--no_validate_after_train", dest="validate_after_train",
          action="store_false", default=True,
          help="skip the validation that otherwise runs at the end of --train")

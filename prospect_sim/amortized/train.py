@@ -23,13 +23,13 @@ import csv
 import logging
 import os
 import time
-import warnings
 
 import numpy as np
 import torch
 
 from ..errors import TrainingError, UsageError
 from . import options, spec
+from ._compile import compiled
 from ._paths import check_writable, path_for
 from .data import SimulationData
 from .noise import default_noise
@@ -133,12 +133,7 @@ class _Trainer:
                 self.optim, factor=0.5, patience=max(1, opts["patience"] // 3))
         self.epoch_done, self.bad_epochs, self.best_val = 0, 0, float("inf")
         self.best_state, self.history = None, []
-        self.compiled = None
-        if opts["compile"]:
-            # torch's own code generator warns about its internals: not the user's concern
-            warnings.filterwarnings("ignore", message=r".*torch\._prims_common\.check",
-                                    category=FutureWarning)
-            self.compiled = torch.compile(self.net.loss, dynamic=False)
+        self.compiled = compiled(self.net.loss) if opts["compile"] else None
 
     def _loss(self, u, x):
         """The batch loss; compiled for full batches under ``--compile`` (a partial last

@@ -147,6 +147,19 @@ def test_interrupted_inference_resumes_to_the_same_file(trained, tmp_path, sourc
         infer(ck, ck_path, source(csv, toy), out, INFER, quiet=True)
 
 
+def test_compiled_inference_gives_the_same_draws(trained, tmp_path, source, caplog):
+    toy, ck_path, ck = trained
+    flux, unc = _rows(toy)
+    csv = _write_csv(tmp_path / "c.csv", toy, flux, unc)
+    a = infer(ck, ck_path, source(csv, toy), str(tmp_path / "a.h5"), INFER, quiet=True)
+    b = infer(ck, ck_path, source(csv, toy), str(tmp_path / "b.h5"), dict(INFER, compile=True),
+              quiet=True)
+    with h5py.File(a) as ha, h5py.File(b) as hb:
+        np.testing.assert_allclose(hb["samples"][:], ha["samples"][:], rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(hb["flags"][:], ha["flags"][:])
+    assert "sampling failed" not in caplog.text
+
+
 def test_catalogue_without_a_filter_is_an_error(trained, tmp_path, source):
     toy, _, _ = trained
     path = tmp_path / "c.csv"
