@@ -147,13 +147,24 @@ def test_interrupted_inference_resumes_to_the_same_file(trained, tmp_path, sourc
         infer(ck, ck_path, source(csv, toy), out, INFER, quiet=True)
 
 
-def test_compiled_inference_gives_the_same_draws(trained, tmp_path, source, caplog):
+def test_compiled_inference_gives_the_same_draws(trained, tmp_path, source, caplog,
+                                                 monkeypatch):
+    from prospect_sim.amortized.coupling import CouplingSplineFlow
     toy, ck_path, ck = trained
     flux, unc = _rows(toy)
     csv = _write_csv(tmp_path / "c.csv", toy, flux, unc)
-    a = infer(ck, ck_path, source(csv, toy), str(tmp_path / "a.h5"), INFER, quiet=True)
-    b = infer(ck, ck_path, source(csv, toy), str(tmp_path / "b.h5"), dict(INFER, compile=True),
+    opts = dict(INFER, infer_batch=2)  # batches 0, 3 and 4 whole (compiled); 1, 2 eager
+    a = infer(ck, ck_path, source(csv, toy), str(tmp_path / "a.h5"), opts, quiet=True)
+    blocks, real = [], CouplingSplineFlow._sample_blocks
+
+    def counted(self, c, *args):
+        blocks.append(c.shape[0])
+        return real(self, c, *args)
+
+    monkeypatch.setattr(CouplingSplineFlow, "_sample_blocks", counted)
+    b = infer(ck, ck_path, source(csv, toy), str(tmp_path / "b.h5"), dict(opts, compile=True),
               quiet=True)
+    assert blocks == [2, 1, 1, 2, 2]  # good rows per batch
     with h5py.File(a) as ha, h5py.File(b) as hb:
         np.testing.assert_allclose(hb["samples"][:], ha["samples"][:], rtol=0, atol=1e-4)
         np.testing.assert_array_equal(hb["flags"][:], ha["flags"][:])
