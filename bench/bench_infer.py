@@ -3,6 +3,7 @@
     python bench/bench_infer.py                           # 10,000 rows x 1,000 draws
     python bench/bench_infer.py --rows 1000 --compare_rows 200   # quicker
     python bench/bench_infer.py --checkpoint out/demo/demo_flow.pt --dynesty
+    python bench/bench_infer.py --checkpoint out/demo/demo_flow.pt --compile --compare_rows 0
 
 For each flow family in ``--flows`` (by default the default flow,
 ``rqs_coupling``, and the previous default, zuko's autoregressive ``nsf``;
@@ -16,7 +17,11 @@ measured in this run on this CPU:
    ``--flows`` runs on ``--rows`` rows, the others on the first
    ``--compare_rows`` (slow flows cost the same per galaxy on fewer rows);
 2. the sampling alone (``AmortizedPosterior.sample``), ms per galaxy;
-3. the ratio of each flow's end-to-end time to the first flow's;
+3. the ratio of each flow's end-to-end time to the first flow's; with
+   ``--compile``, the first flow is also run with ``--compile`` on the same
+   rows (each run's wall time includes compiling: the first run's a full
+   compile, the later ones a few seconds of tracing with torch's on-disk
+   cache);
 4. with ``--importance``: the same with importance weights through
    ``forward.predict_batch`` (GridSPS), on ``--rows_importance`` rows;
 5. with ``--dynesty``: one dynesty fit of the demo galaxy through the
@@ -107,6 +112,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--importance", action="store_true")
     p.add_argument("--rows_importance", type=int, default=100)
+    p.add_argument("--compile", action="store_true",
+                   help="also run the first flow with --compile and print the ratio")
     p.add_argument("--dynesty", action="store_true")
     p.add_argument("--keep", action="store_true",
                    help="keep the temporary folder (catalogue, checkpoints, outputs: "
@@ -143,11 +150,15 @@ def _run(a, tmp):
     runs = ([("checkpoint", a.checkpoint)] if a.checkpoint else
             [(f, _checkpoint(os.path.join(tmp, f"{f}.pt"), f, model, obs, noise))
              for f in a.flows])
+    runs = [(label, ck_path, False) for label, ck_path in runs]
+    if a.compile:  # the first flow again, compiled, on the same rows
+        runs.insert(1, (runs[0][0] + "+compile", runs[0][1], True))
     per_galaxy = {}
-    for i, (label, ck_path) in enumerate(runs):
+    for i, (label, ck_path, compile_) in enumerate(runs):
         ck = load_checkpoint(ck_path)
-        opts = dict(n_draws=a.n_draws, infer_batch=a.infer_batch)
-        path, rows = (cat, a.rows) if i == 0 else (small, min(a.rows, a.compare_rows))
+        opts = dict(n_draws=a.n_draws, infer_batch=a.infer_batch, compile=compile_)
+        full = i == 0 or compile_
+        path, rows = (cat, a.rows) if full else (small, min(a.rows, a.compare_rows))
         walls = []
         for r in range(a.repeat):
             src = CatalogSource(path, names, ck["conditions"])
@@ -156,6 +167,11 @@ def _run(a, tmp):
             walls.append(time.perf_counter() - t)
             src.close()
         post = AmortizedPosterior.from_checkpoint(ck)
+        if compile_:
+            post.compile_sampling(a.infer_batch)
+            post.sample(np.full((a.infer_batch, len(names)), 1e-9),
+                        np.full((a.infer_batch, len(names)), 1e-10),
+                        np.zeros((a.infer_batch, len(names)), bool), None, a.n_draws)  # compile
         n = min(rows, 512)
         f = np.full((n, len(names)), 1e-9)
         u = np.full((n, len(names)), 1e-10)
