@@ -41,7 +41,6 @@ torch.Size([5])
 True
 """
 
-import logging
 import math
 
 import torch
@@ -52,13 +51,16 @@ from ._compile import compiled
 
 __all__ = ["CouplingSplineFlow", "rqs_forward", "rqs_inverse"]
 
-log = logging.getLogger(__name__)
-
 _BOUND = 5.0       # the splines act on [-_BOUND, _BOUND], identity outside
 _LOG_SLOPE = math.log(1e-3)  # zuko's slope bound: bin ratios and derivatives within 1e-3..1e3
 _LOG_2PI = math.log(2 * math.pi)
 _CHUNK_ROWS = 1 << 13  # rows (draws x objects) per sampling chunk: intermediates stay in cache
 _WHITEN_HIDDEN = 128  # hidden units of the whitening network (run once per object)
+
+
+def _draws_per_chunk(objects):
+    """Draws per sampling chunk for ``objects`` objects: ~``_CHUNK_ROWS`` rows."""
+    return max(1, _CHUNK_ROWS // max(1, objects))
 
 
 def _cum_widths(raw):
@@ -239,7 +241,7 @@ class CouplingSplineFlow(nn.Module):
         self.features, self.bins, self.affine = features, bins, affine
         self.register_buffer("masks", _masks(features, transforms))
         self.layers = nn.ModuleList()
-        for t, m in enumerate(self.masks):
+        for m in self.masks:
             n_a = int(m.sum())
             self.layers.append(_Conditioner(n_a, features - n_a, context, hidden, bins))
         self._set_indices()
@@ -321,7 +323,7 @@ class CouplingSplineFlow(nn.Module):
         rows = int(rows)
         if rows < 1:
             raise ValueError(f"compile_sampling: rows must be positive, got {rows}")
-        self._compiled = (rows, compiled(self._invert_layers))
+        self._compiled = (rows, compiled(self._invert_layers, "sampling"))
 
     @torch.no_grad()
     def sample(self, c, n, generator=None, base=None):
@@ -351,14 +353,8 @@ class CouplingSplineFlow(nn.Module):
             z = base.to(device=c.device, dtype=c.dtype).clone()
         log_q = -0.5 * (z * z).sum(-1) - 0.5 * d * _LOG_2PI
         if self._compiled is not None:
-            try:
-                return self._sample_blocks(c, z, log_q, *self._compiled)
-            except Exception as err:  # compilation failed (no C++ compiler, ...)
-                log.warning("compiled sampling failed (%s: %s); sampling without it",
-                            type(err).__name__, str(err).splitlines()[0] if str(err) else "")
-                self._compiled = None
-        return self._sample_chunks(c, z, log_q, self._invert_layers,
-                                   max(1, _CHUNK_ROWS // max(1, c.shape[0])))
+            return self._sample_blocks(c, z, log_q, *self._compiled)
+        return self._sample_chunks(c, z, log_q, self._invert_layers, _draws_per_chunk(len(c)))
 
     def _sample_chunks(self, c, z, log_q, invert, step, pad=False):
         """Invert z (n, N, D) in chunks of ``step`` draws (the last padded with zeros
@@ -387,7 +383,7 @@ class CouplingSplineFlow(nn.Module):
         eagerly, rather than paying for a padded block."""
         n_obj = c.shape[0]
         full = n_obj - n_obj % rows
-        step = max(1, min(_CHUNK_ROWS // rows, z.shape[0]))
+        step = min(_draws_per_chunk(rows), z.shape[0])
         u, lq = torch.empty_like(z), torch.empty_like(log_q)
         for b in range(0, n_obj, rows):
             sl = slice(b, b + rows)
@@ -397,5 +393,5 @@ class CouplingSplineFlow(nn.Module):
             else:
                 u[:, sl], lq[:, sl] = self._sample_chunks(
                     c[sl], z[:, sl], log_q[:, sl], self._invert_layers,
-                    max(1, _CHUNK_ROWS // (n_obj - full)))
+                    _draws_per_chunk(n_obj - full))
         return u, lq

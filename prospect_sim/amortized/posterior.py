@@ -141,7 +141,6 @@ class AmortizedPosterior:
         u = self.bijection(theta)
         return self.net.log_prob(u.float(), x) + self.bijection.log_abs_det_jacobian(theta)
 
-    @torch.no_grad()
     def compile_sampling(self, rows):
         """Sample through ``torch.compile`` in blocks of ``rows`` objects (``--compile``;
         see :meth:`.coupling.CouplingSplineFlow.compile_sampling`). Only the
@@ -152,6 +151,7 @@ class AmortizedPosterior:
             return
         self.net.flow.compile_sampling(rows)
 
+    @torch.no_grad()
     def sample(self, flux, unc, missing, conditions, n, generator=None, scale=1.0):
         """Posterior draws for N observations.
 

@@ -133,20 +133,14 @@ class _Trainer:
                 self.optim, factor=0.5, patience=max(1, opts["patience"] // 3))
         self.epoch_done, self.bad_epochs, self.best_val = 0, 0, float("inf")
         self.best_state, self.history = None, []
-        self.compiled = compiled(self.net.loss) if opts["compile"] else None
+        self.compiled = compiled(self.net.loss, "training") if opts["compile"] else None
 
     def _loss(self, u, x):
         """The batch loss; compiled for full batches under ``--compile`` (a partial last
         batch runs eagerly rather than compiling a second graph for its shape)."""
         if self.compiled is None or len(u) != self.opts["batch_size"]:
             return self.net.loss(u, x)
-        try:
-            return self.compiled(u, x)
-        except Exception as err:  # compilation failed (no C++ compiler, unsupported op ...)
-            log.warning("--compile failed (%s: %s); training without it",
-                        type(err).__name__, str(err).splitlines()[0] if str(err) else "")
-            self.compiled = None
-            return self.net.loss(u, x)
+        return self.compiled(u, x)
 
     def _batch(self, theta, phot, rng):
         flux, unc, missing = self.post.noise.sample(phot, rng)
