@@ -262,7 +262,8 @@ def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen):
         c = cond[good] if cond is not None else None
         # infer() admits a proposal_scale other than 1 only with a reweighter
         theta, log_q = post.sample(f, u, m, c, n, generator=gen,
-                                   scale=float(opts["proposal_scale"]))
+                                   scale=float(opts["proposal_scale"]),
+                                   density=reweighter is not None)
         samples[good] = theta
         if reweighter is not None:
             full = np.empty(theta.shape[:2] + (len(post.problem["theta_labels"]),))

@@ -152,7 +152,7 @@ class AmortizedPosterior:
         self.net.flow.compile_sampling(rows)
 
     @torch.no_grad()
-    def sample(self, flux, unc, missing, conditions, n, generator=None, scale=1.0):
+    def sample(self, flux, unc, missing, conditions, n, generator=None, scale=1.0, density=True):
         """Posterior draws for N observations.
 
         Parameters
@@ -170,11 +170,15 @@ class AmortizedPosterior:
             ``log_q`` the density of that equal mixture (so the weights are
             never much worse than the flow's own, and bright objects whose
             flow posterior is too narrow still get covered).
+        density : bool
+            Return ``log_q`` too; with False it is None, and the prior
+            bijection's float64 Jacobian (~5% of ``--infer``'s time) is skipped.
 
         Returns
         -------
         theta : (N, n, D) float64 array, inside the prior bounds
-        log_q : (N, n) float64 array, :math:`\\log q(\\theta \\mid x)` in parameter space
+        log_q : (N, n) float64 array or None
+            :math:`\\log q(\\theta \\mid x)` in parameter space.
         """
         self.net.eval()
         x = self.features(flux, unc, missing, conditions)
@@ -184,6 +188,8 @@ class AmortizedPosterior:
             u, log_q = self._sample_mixture(x, n, generator, float(scale))
         u = u.cpu().double()
         theta = self.bijection.inverse(u)
+        if not density:
+            return theta.transpose(0, 1).numpy(), None
         log_q = log_q.cpu().double() + self.bijection.log_abs_det_jacobian(theta)
         return theta.transpose(0, 1).numpy(), log_q.transpose(0, 1).numpy()
 

@@ -98,7 +98,8 @@ def validate(checkpoint, simfile, opts, quiet=False):
             for s in range(0, len(truth), 128):
                 sl = slice(s, s + 128)
                 draws, _ = post.sample(flux[sl], unc[sl], missing[sl],
-                                       None if cond is None else cond[sl], n_draws, gen)
+                                       None if cond is None else cond[sl], n_draws, gen,
+                                       density=False)
                 ranks.append(diagnostics.sbc_ranks(draws, truth[sl]))
                 samples_all.append(draws[:, :: max(1, n_draws // 200)])  # thinned, for TARP
                 if first is None:  # the corner plot shows the highest-S/N object of the batch

@@ -90,6 +90,13 @@ def test_posterior_samples_never_leave_the_prior(flow):
     assert theta.shape == (20, 200, 2) and log_q.shape == (20, 200)
     assert np.all((theta[..., 0] >= 0) & (theta[..., 0] <= 1))
     assert np.all((theta[..., 1] >= 9) & (theta[..., 1] <= 12))
+    # without the density: the same draws, and no log_q
+    cond = rng.random((20, 1)) * 4
+    args = (flux, np.full((20, 2), 1e-10), np.zeros((20, 2), bool), cond, 50)
+    with_q, _ = post.sample(*args, generator=torch.Generator().manual_seed(4))
+    without, none = post.sample(*args, generator=torch.Generator().manual_seed(4), density=False)
+    assert none is None
+    np.testing.assert_array_equal(with_q, without)
 
 
 def test_unknown_flow():
