@@ -172,7 +172,8 @@ class AmortizedPosterior:
             flow posterior is too narrow still get covered).
         density : bool
             Return ``log_q`` too; with False it is None, and the prior
-            bijection's float64 Jacobian (~5% of ``--infer``'s time) is skipped.
+            bijection's float64 Jacobian is skipped (0.24 ms per object of
+            1,000 draws on the development CPU, ~4% of ``--infer``).
 
         Returns
         -------
