@@ -29,6 +29,10 @@ and ``<checkpoint stem>_recovery.png``:
    With ``--reference_draws N`` every method is also compared with the exact
    posterior (N flow draws weighted by the exact likelihood); with
    ``--dynesty_runs 0`` only that comparison is made (minutes, not hours).
+   Dynesty's default here (``--sample rwalk --walks 32``) can sit 0.4 sd
+   off the exact posterior on bright mocks; ``--sample unif`` agreed with it
+   to 0.04 sd on the one bright mock tried, at ~10x the cost (an hour on
+   this machine; ``bench/RESULTS.rst``).
 
 The accuracy targets of issue 6 are for a network trained on >= 1e6
 simulations; this script only measures. Nothing is asserted.
