@@ -31,8 +31,8 @@ and ``<checkpoint stem>_recovery.png``:
    ``--dynesty_runs 0`` only that comparison is made (minutes, not hours).
    Dynesty's default here (``--sample rwalk --walks 32``) can sit 0.4 sd
    off the exact posterior on bright mocks; ``--sample unif`` agreed with it
-   to 0.04 sd on the one bright mock tried, at ~10x the cost (an hour on
-   this machine; ``bench/RESULTS.rst``).
+   to 0.04 sd on the one bright mock tried, at ~4x the cost (65 min against
+   15 for rwalk on this machine; ``bench/RESULTS.rst``).
 
 The accuracy targets of issue 6 are for a network trained on >= 1e6
 simulations; this script only measures. Nothing is asserted.
