@@ -16,7 +16,8 @@ measured in this run on this CPU:
    per ``--repeat``, and the issue's target of 5 ms. The first flow of
    ``--flows`` runs on ``--rows`` rows, the others on the first
    ``--compare_rows`` (slow flows cost the same per galaxy on fewer rows);
-2. the sampling alone (``AmortizedPosterior.sample``), ms per galaxy;
+2. the sampling alone (``AmortizedPosterior.sample`` without the density,
+   as ``--infer`` calls it without ``--importance``), ms per galaxy;
 3. the ratio of each flow's end-to-end time to the first flow's; with
    ``--compile``, the first flow is also run with ``--compile`` on the same
    rows (each run's wall time includes compiling: the first run's a full
@@ -178,7 +179,8 @@ def _run(a, tmp):
         t = time.perf_counter()
         for s in range(0, n, a.infer_batch):
             post.sample(f[s:s + a.infer_batch], u[s:s + a.infer_batch],
-                        np.zeros((min(a.infer_batch, n - s), len(names)), bool), None, a.n_draws)
+                        np.zeros((min(a.infer_batch, n - s), len(names)), bool), None, a.n_draws,
+                        density=False)  # as infer() samples without --importance
         sample_only = (time.perf_counter() - t) / n
         per_galaxy[label] = min(walls) / rows
         cfg = ck["flow_config"]

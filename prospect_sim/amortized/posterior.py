@@ -189,10 +189,9 @@ class AmortizedPosterior:
             u, log_q = self._sample_mixture(x, n, generator, float(scale))
         u = u.cpu().double()
         theta = self.bijection.inverse(u)
-        if not density:
-            return theta.transpose(0, 1).numpy(), None
-        log_q = log_q.cpu().double() + self.bijection.log_abs_det_jacobian(theta)
-        return theta.transpose(0, 1).numpy(), log_q.transpose(0, 1).numpy()
+        if density:
+            log_q = log_q.cpu().double() + self.bijection.log_abs_det_jacobian(theta)
+        return theta.transpose(0, 1).numpy(), log_q.transpose(0, 1).numpy() if density else None
 
     def _sample_mixture(self, x, n, generator, scale):
         """Draws from the equal mixture of the flow and its ``scale``-wider version.
