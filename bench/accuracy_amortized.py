@@ -31,8 +31,12 @@ and ``<checkpoint stem>_recovery.png``:
    ``--dynesty_runs 0`` only that comparison is made (minutes, not hours).
    Dynesty's default here (``--sample rwalk --walks 32``) can sit 0.4 sd
    off the exact posterior on bright mocks; ``--sample unif`` agreed with it
-   to 0.04 sd on the one bright mock tried, at ~4x the cost (65 min against
-   15 for rwalk on this machine; ``bench/RESULTS.rst``).
+   to 0.08 sd on the four mocks fitted, at ~4x the cost (65 min against
+   15 for rwalk on a bright mock on this machine; ``bench/RESULTS.rst``).
+   ``--sbi_posterior PATH`` adds sbi's NPE, as trained and saved by
+   ``bench/bench_sbi_peer.py --sbi_posterior PATH``, to the comparison with
+   the exact posterior and to the two-peak masses (run this script with the
+   Python that has sbi).
 
 The accuracy targets of issue 6 are for a network trained on >= 1e6
 simulations; this script only measures. Nothing is asserted.
@@ -96,6 +100,9 @@ def main(argv=None):
                         "--proposal_scale)")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--n_recovery", type=int, default=1000)
+    p.add_argument("--sbi_posterior", default=None,
+                   help="also compare sbi's NPE saved by bench_sbi_peer.py --sbi_posterior "
+                        "(run this script with the Python that has sbi)")
     p.add_argument("--only", default=None,
                    help="comma-separated mock numbers to fit (e.g. 0,1 here and 2,3,4 in a "
                         "second process: the mocks are chosen the same way in both)")
@@ -213,6 +220,7 @@ def _mocks(post, ckpt, model, sps, obs, a):
     from prospect_sim.forward import predict_batch, prior_transform
 
     rw = Reweighter(model, sps, obs, ckpt["problem"])
+    sbi_draws = None if a.sbi_posterior is None else _sbi_sampler(a.sbi_posterior, post, ckpt)
     rng = np.random.default_rng(a.seed)
     theta = prior_transform(model, rng.random((200, len(model.theta))))
     phot, _ = predict_batch(model, sps, obs, theta)
@@ -278,9 +286,12 @@ def _mocks(post, ckpt, model, sps, obs, a):
                       f"{p.get('dyn2_w68', np.nan):8.2f}")
         for prefix in versus:
             row[prefix + "pass"] = _passes(row["params"], prefix)
+        sbi = None if sbi_draws is None else sbi_draws((flux, unc, missing), a.n_draws, k)
         reference = None                             # (draws, log weights) of the reference
         if a.reference_draws:
             methods = {"flow": fq, "importance": iq}
+            if sbi is not None:
+                methods["sbi"] = np.quantile(sbi, [0.16, 0.5, 0.84], axis=0)
             if dq is not None:
                 methods["dynesty merged"] = dq
                 methods.update({f"dynesty run {r + 1}": q for r, q in enumerate(single)})
@@ -289,7 +300,9 @@ def _mocks(post, ckpt, model, sps, obs, a):
             reference = (ref_draws, ref_log_w)
         if kind == "two-peaked z":
             row["high_z_mass"] = _high_z_mass(runs, res, post.inferred_index[zj], zj, draws[0],
-                                              log_w[0], valley, reference)
+                                              log_w[0], valley, reference, sbi)
+            if sbi is not None:                      # one hump, or two peaks as the flow's?
+                row["high_z_mass"]["sbi_two_peaks"] = _two_peaks(sbi[:, zj], zlo, zhi)[0]
         out.append(row)
         against = ("" if dq is None else f"pass {row['pass']} (importance {row['is_pass']}); "
                    f"dynesty {t_dyn:.0f} s, ")
@@ -412,7 +425,7 @@ def _against_reference(post, rw, ckpt, data, a, k, methods, labels, batch=50_000
     return out, draws[0], log_w[0]
 
 
-def _high_z_mass(runs, merged, zcol, zj, flow_draws, log_w, valley, reference):
+def _high_z_mass(runs, merged, zcol, zj, flow_draws, log_w, valley, reference, sbi=None):
     """Posterior mass above the valley of a two-peaked p(z), per method."""
     def weighted(z, lw):
         w = np.exp(lw - np.max(lw))
@@ -425,7 +438,32 @@ def _high_z_mass(runs, merged, zcol, zj, flow_draws, log_w, valley, reference):
     if reference is not None:
         ref_draws, ref_log_w = reference
         out["reference"] = weighted(ref_draws[:, zj], ref_log_w)
+    if sbi is not None:
+        out["sbi"] = float(np.mean(sbi[:, zj] > valley))
     return out
+
+
+def _sbi_sampler(path, post, ckpt):
+    """``draw(data, n, k)``: ``n`` draws (n, D) in parameter units from sbi's NPE saved
+    by ``bench_sbi_peer.py --sbi_posterior path``, for one mock ``data`` = (flux, unc,
+    missing) (1, B) each; rejection of out-of-prior draws on, as sbi samples by default.
+    """
+    import torch
+    from bench_sbi_peer import _SbiTheta
+    saved = torch.load(path, weights_only=False)      # a pickle written by bench_sbi_peer
+    posterior, mode = saved["posterior"], saved["training"]["sbi_theta"]
+    tr = _SbiTheta(ckpt["problem"]["prior"], post.labels, mode)
+    print(f"sbi: NPE from {path} ({saved['training']['n_train']} simulations, "
+          f"{saved['training']['epochs']} epochs, theta {mode})")
+
+    def draw(data, n, k):
+        x = post.features(*data, None).float()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(1000 + k)
+            d = posterior.sample((n,), x=x[0], show_progress_bars=False)
+        return tr.inverse(d.numpy())
+
+    return draw
 
 
 def _notes(row):
@@ -438,6 +476,9 @@ def _notes(row):
             text += (f"dynesty {hz['dynesty']:.2f} (runs "
                      f"{', '.join(f'{x:.2f}' for x in hz['dynesty_runs'])}), ")
         text += f"flow {hz['flow']:.2f}, importance-weighted {hz['importance']:.2f}"
+        if "sbi" in hz:
+            text += (f", sbi {hz['sbi']:.2f} "
+                     f"({'two peaks' if hz['sbi_two_peaks'] else 'no second peak'})")
         if "reference" in hz:
             text += f", reference {hz['reference']:.2f}"
     if "dyn2_pass" in row:
