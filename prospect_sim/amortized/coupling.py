@@ -132,10 +132,11 @@ def rqs_forward(x, w, h, d):
     return y, ladj
 
 
-def rqs_inverse(y, w, h, d):
+def rqs_inverse(y, w, h, d, ladj=True):
     """Inverse spline :math:`x = s^{-1}(y)` and :math:`\\log |dx/dy|`, from one bin lookup.
 
-    Same arguments and shapes as :func:`rqs_forward`.
+    Same arguments and shapes as :func:`rqs_forward`; with ``ladj=False`` the
+    log-Jacobian is not computed (None).
     """
     cum_x, tot_x = _cum_widths(w)
     cum_y, tot_y = _cum_widths(h)
@@ -153,6 +154,8 @@ def rqs_inverse(y, w, h, d):
     c = -s * dy
     z = (2 * c / (-b - (b * b - 4 * a * c).clamp_min(0).sqrt())).clamp(0, 1)
     x = x0 + z * wb
+    if not ladj:
+        return torch.where(inside, x, yy).squeeze(-1), None
     zz = z * (1 - z)
     den = s + g * zz
     jac = s * s * (d1 * z * z + 2 * s * zz + d0 * (1 - z) ** 2) / (den * den)
@@ -297,17 +300,18 @@ class CouplingSplineFlow(nn.Module):
         return log_base + ladj
 
     # --- sampling direction z -> u ---------------------------------------------------------
-    def _invert_layers(self, z, ctx):
+    def _invert_layers(self, z, ctx, density=True):
         """Base points z (S, N, D) through the coupling layers, inverted; ``ctx`` holds
         each layer's context term (N, H). Returns y (S, N, D) and
-        :math:`-\\log|dy/dz|` (S, N)."""
+        :math:`-\\log|dy/dz|` (S, N), or None without ``density``."""
         y = z
-        lq = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        lq = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device) if density else None
         for t in reversed(range(len(self.layers))):
             ia, ib = self._indices(t)
-            x_b, l = rqs_inverse(y[..., ib], *self.layers[t](y[..., ia], ctx[t]))
+            x_b, l = rqs_inverse(y[..., ib], *self.layers[t](y[..., ia], ctx[t]), ladj=density)
             y = y.index_copy(-1, ib, x_b)
-            lq = lq - l.sum(-1)
+            if density:
+                lq = lq - l.sum(-1)
         return y, lq
 
     def compile_sampling(self, rows):
@@ -326,7 +330,7 @@ class CouplingSplineFlow(nn.Module):
         self._compiled = (rows, compiled(self._invert_layers, "sampling"))
 
     @torch.no_grad()
-    def sample(self, c, n, generator=None, base=None):
+    def sample(self, c, n, generator=None, base=None, density=True):
         """``n`` draws per context row.
 
         Parameters
@@ -339,11 +343,14 @@ class CouplingSplineFlow(nn.Module):
         base : (n, N, D) tensor, optional
             Base-space points to transform instead of standard normal draws
             (``log_q`` is still the flow's density at the result).
+        density : bool
+            Compute ``log_q``; without it (None) the splines skip their
+            log-Jacobians.
 
         Returns
         -------
         u : (n, N, D) tensor
-        log_q : (n, N) tensor
+        log_q : (n, N) tensor or None
         """
         d = self.features
         if base is None:
@@ -351,30 +358,34 @@ class CouplingSplineFlow(nn.Module):
                             device="cpu").to(c.device)
         else:
             z = base.to(device=c.device, dtype=c.dtype).clone()
-        log_q = -0.5 * (z * z).sum(-1) - 0.5 * d * _LOG_2PI
+        log_q = -0.5 * (z * z).sum(-1) - 0.5 * d * _LOG_2PI if density else None
         if self._compiled is not None:
             return self._sample_blocks(c, z, log_q, *self._compiled)
         return self._sample_chunks(c, z, log_q, self._invert_layers, _draws_per_chunk(len(c)))
 
     def _sample_chunks(self, c, z, log_q, invert, step, pad=False):
         """Invert z (n, N, D) in chunks of ``step`` draws (the last padded with zeros
-        to ``step`` when ``pad``, so every chunk has one shape)."""
+        to ``step`` when ``pad``, so every chunk has one shape); ``log_q`` None: no
+        density."""
         ctx = [layer.context_term(c) for layer in self.layers]  # (N, H) each
         n = z.shape[0]
-        u, lq = torch.empty_like(z), log_q.clone()
+        density = log_q is not None
+        u, lq = torch.empty_like(z), log_q.clone() if density else None
         for s in range(0, n, step):
             zc = z[s:s + step].contiguous()
             m = zc.shape[0]
             if pad and m < step:
                 zc = torch.cat([zc, zc.new_zeros((step - m,) + zc.shape[1:])])
-            yc, lc = invert(zc, ctx)
+            yc, lc = invert(zc, ctx, density)
             u[s:s + m] = yc[:m]
-            lq[s:s + m] += lc[:m]
+            if density:
+                lq[s:s + m] += lc[:m]
         if self.affine:  # the whitening, inverted: u = mu + L y
             mu, L, log_diag = self._whitening(c)
             u = torch.baddbmm(mu.unsqueeze(-1).expand(-1, -1, n), L, u.permute(1, 2, 0))
             u = u.permute(2, 0, 1)
-            lq -= log_diag.sum(-1)
+            if density:
+                lq -= log_diag.sum(-1)
         return u, lq
 
     def _sample_blocks(self, c, z, log_q, rows, invert):
@@ -384,14 +395,17 @@ class CouplingSplineFlow(nn.Module):
         n_obj = c.shape[0]
         full = n_obj - n_obj % rows
         step = min(_draws_per_chunk(rows), z.shape[0])
-        u, lq = torch.empty_like(z), torch.empty_like(log_q)
+        u = torch.empty_like(z)
+        lq = None if log_q is None else torch.empty_like(log_q)
         for b in range(0, n_obj, rows):
             sl = slice(b, b + rows)
+            part = None if log_q is None else log_q[:, sl]
             if b < full:
-                u[:, sl], lq[:, sl] = self._sample_chunks(c[sl], z[:, sl], log_q[:, sl], invert,
-                                                          step, pad=True)
+                u[:, sl], lq_b = self._sample_chunks(c[sl], z[:, sl], part, invert, step,
+                                                     pad=True)
             else:
-                u[:, sl], lq[:, sl] = self._sample_chunks(
-                    c[sl], z[:, sl], log_q[:, sl], self._invert_layers,
-                    _draws_per_chunk(n_obj - full))
+                u[:, sl], lq_b = self._sample_chunks(c[sl], z[:, sl], part, self._invert_layers,
+                                                     _draws_per_chunk(n_obj - full))
+            if lq is not None:
+                lq[:, sl] = lq_b
         return u, lq

@@ -126,7 +126,7 @@ class PosteriorFlow(nn.Module):
         return -self.log_prob(u, x).mean()
 
     @torch.no_grad()
-    def sample(self, x, n, generator=None, base=None):
+    def sample(self, x, n, generator=None, base=None, density=True):
         """Draw ``n`` samples per observation.
 
         Parameters
@@ -138,14 +138,17 @@ class PosteriorFlow(nn.Module):
         base : (n, N, D) tensor, optional
             Base-space points to transform instead of standard normal draws
             (``log_q`` is still the flow's density at the result).
+        density : bool
+            False: ``log_q`` may be None (the coupling flow then skips it).
 
         Returns
         -------
         u : (n, N, D) tensor
-        log_q : (n, N) tensor, :math:`\\log q(u \\mid x)`
+        log_q : (n, N) tensor, :math:`\\log q(u \\mid x)`, or None
         """
         if self.config["flow"] == "rqs_coupling":
-            return self.flow.sample(self.embed(x), n, generator=generator, base=base)
+            return self.flow.sample(self.embed(x), n, generator=generator, base=base,
+                                    density=density)
         dist = self.flow(self.embed(x))
         d = self.config["n_params"]
         if base is None:

@@ -122,6 +122,9 @@ def test_coupling_spline_matches_zuko_rqs():
     back, ladj_inv = rqs_inverse(y, w, h, d)
     torch.testing.assert_close(back[:, 0], x)
     torch.testing.assert_close(ladj_inv, -ladj)
+    only, none = rqs_inverse(y, w, h, d, ladj=False)  # sampling without the density
+    assert none is None
+    torch.testing.assert_close(only, back, rtol=0, atol=0)
 
 
 def test_coupling_flow_chunking_does_not_change_draws(monkeypatch):
@@ -149,6 +152,10 @@ def test_compiled_sampling_matches_eager(monkeypatch, caplog):
     u2, q2 = net.sample(x, 50, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(u2, u1, rtol=0, atol=1e-4)
     torch.testing.assert_close(q2, q1, rtol=0, atol=1e-4)
+    # without the density (a second compiled graph): the same draws, no log_q
+    u3, q3 = net.sample(x, 50, generator=torch.Generator().manual_seed(2), density=False)
+    assert q3 is None
+    torch.testing.assert_close(u3, u1, rtol=0, atol=1e-4)
     assert "--compile failed" not in caplog.text  # compiled, not fallen back
     assert net.flow._compiled is not None
 
