@@ -286,7 +286,9 @@ def _mocks(post, ckpt, model, sps, obs, a):
                       f"{p.get('dyn2_w68', np.nan):8.2f}")
         for prefix in versus:
             row[prefix + "pass"] = _passes(row["params"], prefix)
-        sbi = None if sbi_draws is None else sbi_draws((flux, unc, missing), a.n_draws, k)
+        # sbi's draws serve the reference comparison and the two-peak masses only
+        wanted = sbi_draws is not None and (a.reference_draws or kind == "two-peaked z")
+        sbi = sbi_draws((flux, unc, missing), a.n_draws, k) if wanted else None
         reference = None                             # (draws, log weights) of the reference
         if a.reference_draws:
             methods = {"flow": fq, "importance": iq}
@@ -300,9 +302,10 @@ def _mocks(post, ckpt, model, sps, obs, a):
             reference = (ref_draws, ref_log_w)
         if kind == "two-peaked z":
             row["high_z_mass"] = _high_z_mass(runs, res, post.inferred_index[zj], zj, draws[0],
-                                              log_w[0], valley, reference, sbi)
+                                              log_w[0], valley, reference)
             if sbi is not None:                      # one hump, or two peaks as the flow's?
-                row["high_z_mass"]["sbi_two_peaks"] = _two_peaks(sbi[:, zj], zlo, zhi)[0]
+                row["high_z_mass"].update(sbi=float(np.mean(sbi[:, zj] > valley)),
+                                          sbi_two_peaks=_two_peaks(sbi[:, zj], zlo, zhi)[0])
         out.append(row)
         against = ("" if dq is None else f"pass {row['pass']} (importance {row['is_pass']}); "
                    f"dynesty {t_dyn:.0f} s, ")
@@ -425,7 +428,7 @@ def _against_reference(post, rw, ckpt, data, a, k, methods, labels, batch=50_000
     return out, draws[0], log_w[0]
 
 
-def _high_z_mass(runs, merged, zcol, zj, flow_draws, log_w, valley, reference, sbi=None):
+def _high_z_mass(runs, merged, zcol, zj, flow_draws, log_w, valley, reference):
     """Posterior mass above the valley of a two-peaked p(z), per method."""
     def weighted(z, lw):
         w = np.exp(lw - np.max(lw))
@@ -438,8 +441,6 @@ def _high_z_mass(runs, merged, zcol, zj, flow_draws, log_w, valley, reference, s
     if reference is not None:
         ref_draws, ref_log_w = reference
         out["reference"] = weighted(ref_draws[:, zj], ref_log_w)
-    if sbi is not None:
-        out["sbi"] = float(np.mean(sbi[:, zj] > valley))
     return out
 
 

@@ -153,15 +153,13 @@ def rqs_inverse(y, w, h, d, ladj=True):
     b = hb * d0 - dy * g
     c = -s * dy
     z = (2 * c / (-b - (b * b - 4 * a * c).clamp_min(0).sqrt())).clamp(0, 1)
-    x = x0 + z * wb
+    x = torch.where(inside, x0 + z * wb, yy).squeeze(-1)
     if not ladj:
-        return torch.where(inside, x, yy).squeeze(-1), None
+        return x, None
     zz = z * (1 - z)
     den = s + g * zz
     jac = s * s * (d1 * z * z + 2 * s * zz + d0 * (1 - z) ** 2) / (den * den)
-    x = torch.where(inside, x, yy).squeeze(-1)
-    ladj = torch.where(inside, -jac.log(), torch.zeros_like(jac)).squeeze(-1)
-    return x, ladj
+    return x, torch.where(inside, -jac.log(), torch.zeros_like(jac)).squeeze(-1)
 
 
 def _masks(features, transforms):
