@@ -37,6 +37,10 @@ and ``<checkpoint stem>_recovery.png``:
    ``bench/bench_sbi_peer.py --sbi_posterior PATH``, to the comparison with
    the exact posterior and to the two-peak masses (run this script with the
    Python that has sbi).
+   ``--bfloat16`` samples the flow as ``--infer --bfloat16`` does (its
+   matrix products in bfloat16): the coverage and recovery use those draws,
+   and the comparison with the exact posterior and the two-peak masses add
+   them beside the float32 flow's ("flow bf16").
 
 The accuracy targets of issue 6 are for a network trained on >= 1e6
 simulations; this script only measures. Nothing is asserted.
@@ -103,6 +107,9 @@ def main(argv=None):
     p.add_argument("--sbi_posterior", default=None,
                    help="also compare sbi's NPE saved by bench_sbi_peer.py --sbi_posterior "
                         "(run this script with the Python that has sbi)")
+    p.add_argument("--bfloat16", action="store_true",
+                   help="coverage and recovery with the flow's products in bfloat16, and "
+                        "those draws added to the mock comparisons")
     p.add_argument("--only", default=None,
                    help="comma-separated mock numbers to fit (e.g. 0,1 here and 2,3,4 in a "
                         "second process: the mocks are chosen the same way in both)")
@@ -115,10 +122,12 @@ def main(argv=None):
 
     t = time.perf_counter()
     report = json.loads(Path(validate(a.checkpoint, a.simfile, dict(
-        n_validate=a.n_validate, validate_draws=a.validate_draws), quiet=True)).read_text())
+        n_validate=a.n_validate, validate_draws=a.validate_draws, bfloat16=a.bfloat16),
+        quiet=True)).read_text())
     levels = np.array(report["levels"])
     inner = (levels >= 0.1 - 1e-9) & (levels <= 0.9 + 1e-9)
-    print(f"coverage on {report['n_objects']} held-out simulations "
+    print(f"coverage on {report['n_objects']} held-out simulations"
+          f"{' (bfloat16 products)' if a.bfloat16 else ''} "
           f"({time.perf_counter() - t:.0f} s): max |empirical - nominal| at levels 0.1-0.9")
     for lab, cov in report["coverage"].items():
         print(f"  {lab:>10}: {np.max(np.abs(np.array(cov)[inner] - levels[inner])):.3f}")
@@ -158,7 +167,8 @@ def _recovery(post, model, sps, obs, a, png):
     phot, _ = predict_batch(model, sps, obs, theta)
     flux, unc, missing = post.noise.sample(phot, rng)
     t = time.perf_counter()
-    draws, _ = post.sample(flux, unc, missing, None, 500, torch.Generator().manual_seed(1))
+    draws, _ = post.sample(flux, unc, missing, None, 500, torch.Generator().manual_seed(1),
+                           density=False, gemm_dtype=post.gemm_dtype(a.bfloat16))
     t = time.perf_counter() - t
     q = np.quantile(draws, [0.16, 0.5, 0.84], axis=1)             # (3, N, D)
     truth = theta[:, post.inferred_index]
@@ -264,6 +274,11 @@ def _mocks(post, ckpt, model, sps, obs, a):
                                    torch.Generator().manual_seed(k))
         t_flow = time.perf_counter() - t
         fq = np.quantile(draws[0], [0.16, 0.5, 0.84], axis=0)
+        low = None                                   # the same base draws, bfloat16 products
+        if a.bfloat16:
+            low = post.sample(flux, unc, missing, None, a.n_draws,
+                              torch.Generator().manual_seed(k), density=False,
+                              gemm_dtype=torch.bfloat16)[0][0]
         log_w = rw.log_weights(_full(draws, post, ckpt), log_q, flux, unc, missing)
         iq = weighted_quantiles(draws, log_w, [0.16, 0.5, 0.84])[:, 0]
         row = {"index": i, "kind": kind, "snr": float(np.sqrt(np.sum((flux / unc) ** 2))),
@@ -292,6 +307,8 @@ def _mocks(post, ckpt, model, sps, obs, a):
         reference = None                             # (draws, log weights) of the reference
         if a.reference_draws:
             methods = {"flow": fq, "importance": iq}
+            if low is not None:
+                methods["flow bf16"] = np.quantile(low, [0.16, 0.5, 0.84], axis=0)
             if sbi is not None:
                 methods["sbi"] = np.quantile(sbi, [0.16, 0.5, 0.84], axis=0)
             if dq is not None:
@@ -303,6 +320,8 @@ def _mocks(post, ckpt, model, sps, obs, a):
         if kind == "two-peaked z":
             row["high_z_mass"] = _high_z_mass(runs, res, post.inferred_index[zj], zj, draws[0],
                                               log_w[0], valley, reference)
+            if low is not None:
+                row["high_z_mass"]["flow_bf16"] = float(np.mean(low[:, zj] > valley))
             if sbi is not None:                      # one hump, or two peaks as the flow's?
                 row["high_z_mass"].update(sbi=float(np.mean(sbi[:, zj] > valley)),
                                           sbi_two_peaks=_two_peaks(sbi[:, zj], zlo, zhi)[0])
@@ -477,6 +496,8 @@ def _notes(row):
             text += (f"dynesty {hz['dynesty']:.2f} (runs "
                      f"{', '.join(f'{x:.2f}' for x in hz['dynesty_runs'])}), ")
         text += f"flow {hz['flow']:.2f}, importance-weighted {hz['importance']:.2f}"
+        if "flow_bf16" in hz:
+            text += f", flow bf16 {hz['flow_bf16']:.2f}"
         if "sbi" in hz:
             text += (f", sbi {hz['sbi']:.2f} "
                      f"({'two peaks' if hz['sbi_two_peaks'] else 'no second peak'})")

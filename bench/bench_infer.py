@@ -4,6 +4,7 @@
     python bench/bench_infer.py --rows 1000 --compare_rows 200   # quicker
     python bench/bench_infer.py --checkpoint out/demo/demo_flow.pt --dynesty
     python bench/bench_infer.py --checkpoint out/demo/demo_flow.pt --compile --compare_rows 0
+    python bench/bench_infer.py --checkpoint out/demo/demo_flow.pt --compile --bfloat16 --compare_rows 0
 
 For each flow family in ``--flows`` (by default the default flow,
 ``rqs_coupling``, and the previous default, zuko's autoregressive ``nsf``;
@@ -23,6 +24,8 @@ measured in this run on this CPU:
    rows (each run's wall time includes compiling: the first run's a full
    compile, the later ones a few seconds of tracing with torch's on-disk
    cache);
+   with ``--bfloat16`` too, once more with ``--compile --bfloat16`` (the
+   flow's matrix products in bfloat16);
 4. with ``--importance``: the same with importance weights through
    ``forward.predict_batch`` (GridSPS), on ``--rows_importance`` rows;
 5. with ``--dynesty``: one dynesty fit of the demo galaxy through the
@@ -117,6 +120,8 @@ def main(argv=None):
     p.add_argument("--rows_importance", type=int, default=100)
     p.add_argument("--compile", action="store_true",
                    help="also run the first flow with --compile and print the ratio")
+    p.add_argument("--bfloat16", action="store_true",
+                   help="with --compile: also run it with --compile --bfloat16")
     p.add_argument("--dynesty", action="store_true")
     p.add_argument("--dynesty_args", default="",
                    help="extra flags for that fit, e.g. the demo's own: \"--nested_sample rwalk "
@@ -158,13 +163,17 @@ def _run(a, tmp):
     runs = ([("checkpoint", a.checkpoint)] if a.checkpoint else
             [(f, _checkpoint(os.path.join(tmp, f"{f}.pt"), f, model, obs, noise))
              for f in a.flows])
-    runs = [(label, ck_path, False) for label, ck_path in runs]
-    if a.compile:  # the first flow again, compiled, on the same rows
-        runs.insert(1, (runs[0][0] + "+compile", runs[0][1], True))
+    runs = [(label, ck_path, False, False) for label, ck_path in runs]
+    if a.compile:  # the first flow again, compiled (and in bfloat16), on the same rows
+        runs.insert(1, (runs[0][0] + "+compile", runs[0][1], True, False))
+        if a.bfloat16:
+            runs.insert(2, (runs[0][0] + "+bf16", runs[0][1], True, True))
     per_galaxy = {}
-    for i, (label, ck_path, compile_) in enumerate(runs):
+    for i, (label, ck_path, compile_, bf16) in enumerate(runs):
         ck = load_checkpoint(ck_path)
-        opts = dict(n_draws=a.n_draws, infer_batch=a.infer_batch, compile=compile_)
+        opts = dict(n_draws=a.n_draws, infer_batch=a.infer_batch, compile=compile_,
+                    bfloat16=bf16)
+        gemm_dtype = torch.bfloat16 if bf16 else None
         full = i == 0 or compile_
         path, rows = (cat, a.rows) if full else (small, min(a.rows, a.compare_rows))
         walls = []
@@ -179,7 +188,8 @@ def _run(a, tmp):
             post.compile_sampling(a.infer_batch)
             post.sample(np.full((a.infer_batch, len(names)), 1e-9),
                         np.full((a.infer_batch, len(names)), 1e-10),
-                        np.zeros((a.infer_batch, len(names)), bool), None, a.n_draws)  # compile
+                        np.zeros((a.infer_batch, len(names)), bool), None, a.n_draws,
+                        density=False, gemm_dtype=gemm_dtype)  # compile
         n = min(rows, 512)
         f = np.full((n, len(names)), 1e-9)
         u = np.full((n, len(names)), 1e-10)
@@ -187,7 +197,7 @@ def _run(a, tmp):
         for s in range(0, n, a.infer_batch):
             post.sample(f[s:s + a.infer_batch], u[s:s + a.infer_batch],
                         np.zeros((min(a.infer_batch, n - s), len(names)), bool), None, a.n_draws,
-                        density=False)  # as infer() samples without --importance
+                        density=False, gemm_dtype=gemm_dtype)  # as infer() without --importance
         sample_only = (time.perf_counter() - t) / n
         per_galaxy[label] = min(walls) / rows
         cfg = ck["flow_config"]
@@ -201,7 +211,7 @@ def _run(a, tmp):
             first = runs[0][0]
             print(f"{'':>13}  {per_galaxy[label] / per_galaxy[first]:.1f}x the time of {first}",
                   flush=True)
-        if a.importance:
+        if a.importance and not bf16:
             from prospect_sim.amortized.importance import Reweighter
             rw = Reweighter(model, sps, obs, ck["problem"])
             few = _head(cat, os.path.join(tmp, "small.csv"), a.rows_importance)

@@ -70,7 +70,10 @@ def _cum_widths(raw):
     slower on a strided slice.
     """
     e = torch.exp(raw / (1 + (2 / -_LOG_SLOPE) * raw.abs()))
-    cum = torch.cumsum(e, dim=-1)
+    if torch.compiler.is_compiling():  # K-term sums the compiler fuses (its cumsum is a call)
+        cum = torch.stack([e[..., :j + 1].sum(-1) for j in range(e.shape[-1])], -1)
+    else:
+        cum = torch.cumsum(e, dim=-1)
     return cum, cum[..., -1:]
 
 
@@ -201,18 +204,34 @@ class _Conditioner(nn.Module):
         """(..., E) -> (..., H): computed once per object."""
         return self.lin_c(c)
 
-    def forward(self, x_a, ctx):
+    def forward(self, x_a, ctx, gemm_dtype=None):
         """x_a (..., A), ctx (..., H) broadcastable -> raw widths, heights (..., B, K)
-        and log-derivatives (..., B, K - 1)."""
+        and log-derivatives (..., B, K - 1), in x_a's dtype.
+
+        ``gemm_dtype`` (e.g. ``torch.bfloat16``) runs the hidden and output
+        layers (all but the first layer's few inputs: ~99% of the multiply-adds)
+        in that dtype, accumulating in float32 as the BLAS does.
+        """
         if self.lin_a is None:  # one parameter: a spline conditioned on the context only
             h = F.relu(ctx).expand(x_a.shape[:-1] + (self.hidden,))
         else:
             h = F.relu(self.lin_a(x_a).add_(ctx), inplace=True)
-        h = F.relu(self.lin_h(h), inplace=True)
         k = self.bins
-        return (self.out_w(h).unflatten(-1, (self.n_b, k)),
-                self.out_h(h).unflatten(-1, (self.n_b, k)),
-                self.out_d(h).unflatten(-1, (self.n_b, k - 1)))
+        if gemm_dtype is None:
+            h = F.relu(self.lin_h(h), inplace=True)
+            return (self.out_w(h).unflatten(-1, (self.n_b, k)),
+                    self.out_h(h).unflatten(-1, (self.n_b, k)),
+                    self.out_d(h).unflatten(-1, (self.n_b, k - 1)))
+        # biases added in float32 after the product (fused with the activation when compiled)
+        h = F.relu(F.linear(h.to(gemm_dtype), self.lin_h.weight.to(gemm_dtype)).float()
+                   + self.lin_h.bias)
+        w = torch.cat([self.out_w.weight, self.out_h.weight, self.out_d.weight])
+        b = torch.cat([self.out_w.bias, self.out_h.bias, self.out_d.bias])
+        out = F.linear(h.to(gemm_dtype), w.to(gemm_dtype)).to(x_a.dtype) + b  # one product
+        nw = self.n_b * k
+        return (out[..., :nw].unflatten(-1, (self.n_b, k)),
+                out[..., nw:2 * nw].unflatten(-1, (self.n_b, k)),
+                out[..., 2 * nw:].unflatten(-1, (self.n_b, k - 1)))
 
 
 class CouplingSplineFlow(nn.Module):
@@ -298,15 +317,17 @@ class CouplingSplineFlow(nn.Module):
         return log_base + ladj
 
     # --- sampling direction z -> u ---------------------------------------------------------
-    def _invert_layers(self, z, ctx, density=True):
+    def _invert_layers(self, z, ctx, density=True, gemm_dtype=None):
         """Base points z (S, N, D) through the coupling layers, inverted; ``ctx`` holds
-        each layer's context term (N, H). Returns y (S, N, D) and
-        :math:`-\\log|dy/dz|` (S, N), or None without ``density``."""
+        each layer's context term (N, H); ``gemm_dtype`` as in :meth:`sample`.
+        Returns y (S, N, D) and :math:`-\\log|dy/dz|` (S, N), or None without
+        ``density``."""
         y = z
         lq = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device) if density else None
         for t in reversed(range(len(self.layers))):
             ia, ib = self._indices(t)
-            x_b, l = rqs_inverse(y[..., ib], *self.layers[t](y[..., ia], ctx[t]), ladj=density)
+            x_b, l = rqs_inverse(y[..., ib], *self.layers[t](y[..., ia], ctx[t], gemm_dtype),
+                                 ladj=density)
             y = y.index_copy(-1, ib, x_b)
             if density:
                 lq = lq - l.sum(-1)
@@ -328,7 +349,7 @@ class CouplingSplineFlow(nn.Module):
         self._compiled = (rows, compiled(self._invert_layers, "sampling"))
 
     @torch.no_grad()
-    def sample(self, c, n, generator=None, base=None, density=True):
+    def sample(self, c, n, generator=None, base=None, density=True, gemm_dtype=None):
         """``n`` draws per context row.
 
         Parameters
@@ -344,12 +365,21 @@ class CouplingSplineFlow(nn.Module):
         density : bool
             Compute ``log_q``; without it (None) the splines skip their
             log-Jacobians.
+        gemm_dtype : torch.dtype, optional
+            Run the conditioners' hidden and output layers in this dtype
+            (``torch.bfloat16``: 2-4x faster matrix products on CPUs with AMX
+            or AVX512-BF16, and on GPUs). Their outputs then carry ~3
+            significant digits, so the draws follow a slightly different flow,
+            whose density is not ``log_q``: only without ``density``.
 
         Returns
         -------
         u : (n, N, D) tensor
         log_q : (n, N) tensor or None
         """
+        if density and gemm_dtype is not None:
+            raise ValueError("sample: gemm_dtype changes the draws' distribution, so it "
+                             "cannot be used with density=True")
         d = self.features
         if base is None:
             z = torch.randn((n, c.shape[0], d), generator=generator, dtype=c.dtype,
@@ -358,10 +388,11 @@ class CouplingSplineFlow(nn.Module):
             z = base.to(device=c.device, dtype=c.dtype).clone()
         log_q = -0.5 * (z * z).sum(-1) - 0.5 * d * _LOG_2PI if density else None
         if self._compiled is not None:
-            return self._sample_blocks(c, z, log_q, *self._compiled)
-        return self._sample_chunks(c, z, log_q, self._invert_layers, _draws_per_chunk(len(c)))
+            return self._sample_blocks(c, z, log_q, gemm_dtype, *self._compiled)
+        return self._sample_chunks(c, z, log_q, gemm_dtype, self._invert_layers,
+                                   _draws_per_chunk(len(c)))
 
-    def _sample_chunks(self, c, z, log_q, invert, step, pad=False):
+    def _sample_chunks(self, c, z, log_q, gemm_dtype, invert, step, pad=False):
         """Invert z (n, N, D) in chunks of ``step`` draws (the last padded with zeros
         to ``step`` when ``pad``, so every chunk has one shape); ``log_q`` None: no
         density."""
@@ -374,7 +405,7 @@ class CouplingSplineFlow(nn.Module):
             m = zc.shape[0]
             if pad and m < step:
                 zc = torch.cat([zc, zc.new_zeros((step - m,) + zc.shape[1:])])
-            yc, lc = invert(zc, ctx, density)
+            yc, lc = invert(zc, ctx, density, gemm_dtype)
             u[s:s + m] = yc[:m]
             if density:
                 lq[s:s + m] += lc[:m]
@@ -386,7 +417,7 @@ class CouplingSplineFlow(nn.Module):
                 lq -= log_diag.sum(-1)
         return u, lq
 
-    def _sample_blocks(self, c, z, log_q, rows, invert):
+    def _sample_blocks(self, c, z, log_q, gemm_dtype, rows, invert):
         """The compiled path: whole blocks of ``rows`` objects, each inverted in
         fixed-size chunks of draws; the objects left over (fewer than ``rows``) run
         eagerly, rather than paying for a padded block."""
@@ -399,10 +430,11 @@ class CouplingSplineFlow(nn.Module):
             sl = slice(b, b + rows)
             part = None if log_q is None else log_q[:, sl]
             if b < full:
-                u[:, sl], lq_b = self._sample_chunks(c[sl], z[:, sl], part, invert, step,
-                                                     pad=True)
+                u[:, sl], lq_b = self._sample_chunks(c[sl], z[:, sl], part, gemm_dtype, invert,
+                                                     step, pad=True)
             else:
-                u[:, sl], lq_b = self._sample_chunks(c[sl], z[:, sl], part, self._invert_layers,
+                u[:, sl], lq_b = self._sample_chunks(c[sl], z[:, sl], part, gemm_dtype,
+                                                     self._invert_layers,
                                                      _draws_per_chunk(n_obj - full))
             if lq is not None:
                 lq[:, sl] = lq_b

@@ -126,7 +126,7 @@ class PosteriorFlow(nn.Module):
         return -self.log_prob(u, x).mean()
 
     @torch.no_grad()
-    def sample(self, x, n, generator=None, base=None, density=True):
+    def sample(self, x, n, generator=None, base=None, density=True, gemm_dtype=None):
         """Draw ``n`` samples per observation.
 
         Parameters
@@ -140,6 +140,9 @@ class PosteriorFlow(nn.Module):
             (``log_q`` is still the flow's density at the result).
         density : bool
             False: ``log_q`` may be None (the coupling flow then skips it).
+        gemm_dtype : torch.dtype, optional
+            The coupling flow's matrix products in this dtype (without
+            ``density`` only; see :meth:`.CouplingSplineFlow.sample`).
 
         Returns
         -------
@@ -148,7 +151,10 @@ class PosteriorFlow(nn.Module):
         """
         if self.config["flow"] == "rqs_coupling":
             return self.flow.sample(self.embed(x), n, generator=generator, base=base,
-                                    density=density)
+                                    density=density, gemm_dtype=gemm_dtype)
+        if gemm_dtype is not None:
+            raise ValueError(f"gemm_dtype: only the rqs_coupling flow has it, not "
+                             f"{self.config['flow']}")
         dist = self.flow(self.embed(x))
         d = self.config["n_params"]
         if base is None:

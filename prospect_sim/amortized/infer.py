@@ -151,6 +151,8 @@ def _open_output(part, post, n_rows, opts, checkpoint, source_name, n_batches, r
              "importance": bool(importance), "summary_only": bool(opts["summary_only"])}
     if float(opts["proposal_scale"]) != 1.0:
         attrs["proposal_scale"] = float(opts["proposal_scale"])
+    if opts["bfloat16"]:
+        attrs["bfloat16"] = True  # the flow's matrix products in bfloat16 (--bfloat16)
     if resume and os.path.exists(part):
         h5 = h5py.File(part, "a")
         differ = [k for k, v in attrs.items() if h5.attrs.get(k) != v]
@@ -200,7 +202,8 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
     source : ObsSource or CatalogSource
     out : str
     opts : dict
-        Options (``n_draws``, ``infer_batch``, ``infer_seed``, ``summary_only``, ``min_ess``, ``device``).
+        Options (``n_draws``, ``infer_batch``, ``infer_seed``, ``summary_only``, ``min_ess``,
+        ``device``, ``compile``, ``bfloat16``, ``proposal_scale``).
     reweighter : prospect_sim.amortized.importance.Reweighter, optional
 
     Returns
@@ -223,6 +226,10 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
         raise UsageError(f"--proposal_scale {opts['proposal_scale']}: a wider proposal is for "
                          "--importance only, and must be >= 1 (its draws need the weights)")
     post = AmortizedPosterior.from_checkpoint(ckpt, device=resolve_device(opts["device"]))
+    if opts["bfloat16"] and reweighter is not None:
+        raise UsageError("--bfloat16 cannot be used with --importance: the weights need the "
+                         "density of the draws, which bfloat16 products do not give exactly")
+    gemm_dtype = post.gemm_dtype(opts["bfloat16"])
     n_rows, rows = source.n_rows, int(opts["infer_batch"])
     if opts["compile"]:
         post.compile_sampling(rows)
@@ -237,7 +244,7 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
         for k in np.flatnonzero(~done):
             start, stop = k * rows, min((k + 1) * rows, n_rows)
             _infer_batch(h5, post, source, start, stop, opts, reweighter,
-                         _generator(int(opts["infer_seed"]), int(k)))
+                         _generator(int(opts["infer_seed"]), int(k)), gemm_dtype)
             h5["batches_done"][k] = True
             h5.flush()
             bar.update(stop - start)
@@ -251,7 +258,7 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
     return out
 
 
-def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen):
+def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen, gemm_dtype=None):
     flux, unc, missing, cond, flags = source.read(start, stop)
     good = (flags & _UNUSABLE) == 0
     n, d = int(opts["n_draws"]), len(post.labels)
@@ -263,7 +270,7 @@ def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen):
         # infer() admits a proposal_scale other than 1 only with a reweighter
         theta, log_q = post.sample(f, u, m, c, n, generator=gen,
                                    scale=float(opts["proposal_scale"]),
-                                   density=reweighter is not None)
+                                   density=reweighter is not None, gemm_dtype=gemm_dtype)
         samples[good] = theta
         if reweighter is not None:
             full = np.empty(theta.shape[:2] + (len(post.problem["theta_labels"]),))

@@ -26,7 +26,7 @@ DEFAULTS = dict(
     n_test=2000, flow="rqs_coupling", hidden=None, transforms=None, bins=8,
     embedding="128,128", embed_dim=64, weight_decay=0.0, train_seed=0,
     device="auto", condition=[], block_rows=4096, shuffle_blocks=16,
-    validate_after_train=True, compile=False,
+    validate_after_train=True, compile=False, bfloat16=False,
     # inference
     catalog=None, n_draws=1000, infer_batch=256, importance=False,
     min_ess=50.0, summary_only=False, infer_seed=0, proposal_scale=1.0,
@@ -102,6 +102,11 @@ def add_arguments(parser):
               "training step (--train) and the sampling of whole --infer_batch blocks "
               "(--infer, rqs_coupling flow); 30-80 s to compile (cached on disk by torch), "
               "then faster: for long trainings and large catalogues")
+    _add(g, "--bfloat16", action="store_true", default=False,
+         help="--infer and --validate: sample with the flow's matrix products in bfloat16 "
+              "(rqs_coupling flow; not with --importance): faster on CPUs with AMX or "
+              "AVX512-BF16 (1.5x the compiled sampling here) and on GPUs; the draws move "
+              "by ~0.5%% of a posterior width (README.rst)")
     _add(g, "--no_validate_after_train", dest="validate_after_train",
          action="store_false", default=True,
          help="skip the validation that otherwise runs at the end of --train")

@@ -26,6 +26,7 @@ import os
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from . import noise as noise_mod
 from .features import FeatureScaler
 from .flows import PosteriorFlow, build_flow_from_options
@@ -151,8 +152,23 @@ class AmortizedPosterior:
             return
         self.net.flow.compile_sampling(rows)
 
+    def gemm_dtype(self, bfloat16):
+        """The ``gemm_dtype`` for :meth:`sample` under ``--bfloat16`` (None without it);
+        a :class:`UsageError` for flows other than ``rqs_coupling``, a warning on a CPU
+        without bfloat16 instructions."""
+        if not bfloat16:
+            return None
+        if self.net.config["flow"] != "rqs_coupling":
+            raise UsageError(f"--bfloat16: only the rqs_coupling flow has it; this "
+                             f"checkpoint's flow is {self.net.config['flow']}")
+        if self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            log.warning("--bfloat16: this CPU has no bfloat16 instructions (AMX, AVX512-BF16); "
+                        "its bfloat16 products are emulated and likely slower than float32")
+        return torch.bfloat16
+
     @torch.no_grad()
-    def sample(self, flux, unc, missing, conditions, n, generator=None, scale=1.0, density=True):
+    def sample(self, flux, unc, missing, conditions, n, generator=None, scale=1.0, density=True,
+               gemm_dtype=None):
         """Posterior draws for N observations.
 
         Parameters
@@ -175,6 +191,9 @@ class AmortizedPosterior:
             bijection's float64 Jacobian (0.24 ms per object of 1,000 draws
             on the development CPU, ~4% of ``--infer``) and the coupling
             flow's spline log-Jacobians are skipped.
+        gemm_dtype : torch.dtype, optional
+            ``torch.bfloat16`` (``--bfloat16``): the coupling flow's matrix
+            products in bfloat16; without ``density`` and with ``scale`` 1 only.
 
         Returns
         -------
@@ -185,7 +204,10 @@ class AmortizedPosterior:
         self.net.eval()
         x = self.features(flux, unc, missing, conditions)
         if scale == 1.0:
-            u, log_q = self.net.sample(x, n, generator=generator, density=density)
+            u, log_q = self.net.sample(x, n, generator=generator, density=density,
+                                       gemm_dtype=gemm_dtype)
+        elif gemm_dtype is not None:
+            raise ValueError("gemm_dtype: not for the defensive mixture (it needs the density)")
         else:
             u, log_q = self._sample_mixture(x, n, generator, float(scale))
         u = u.cpu().double()

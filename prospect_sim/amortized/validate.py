@@ -69,6 +69,7 @@ def validate(checkpoint, simfile, opts, quiet=False):
     ckpt = load_checkpoint(checkpoint, InferenceError)
     post = AmortizedPosterior.from_checkpoint(ckpt)
     n_draws, n_max = int(opts["validate_draws"]), int(opts["n_validate"])
+    gemm_dtype = post.gemm_dtype(opts["bfloat16"])
     if n_draws < 10 or n_max < 1:
         raise UsageError(f"--validate_draws {n_draws} (at least 10) and --n_validate {n_max} "
                          "(at least 1)")
@@ -99,7 +100,7 @@ def validate(checkpoint, simfile, opts, quiet=False):
                 sl = slice(s, s + 128)
                 draws, _ = post.sample(flux[sl], unc[sl], missing[sl],
                                        None if cond is None else cond[sl], n_draws, gen,
-                                       density=False)
+                                       density=False, gemm_dtype=gemm_dtype)
                 ranks.append(diagnostics.sbc_ranks(draws, truth[sl]))
                 samples_all.append(draws[:, :: max(1, n_draws // 200)])  # thinned, for TARP
                 if first is None:  # the corner plot shows the highest-S/N object of the batch
@@ -126,6 +127,7 @@ def validate(checkpoint, simfile, opts, quiet=False):
     report = {
         "checkpoint": os.path.abspath(checkpoint), "simfile": os.path.abspath(simfile),
         "rows": [int(lo), int(hi)], "n_objects": int(len(truth)), "n_draws": n_draws,
+        "bfloat16": bool(opts["bfloat16"]),
         "param_labels": post.labels, "levels": levels.tolist(),
         "coverage": {lab: cov[:, j].tolist() for j, lab in enumerate(post.labels)},
         "max_coverage_error": {lab: float(np.max(np.abs(cov[:, j] - levels)))

@@ -63,3 +63,11 @@ def test_coverage_sbc_and_tarp_on_held_out_simulations(trained):
         assert os.path.getsize(p) > 0, name
     hist = report["sbc_rank_histograms"]["t0"]
     assert sum(hist) == 500 and len(hist) == 20
+    assert report["bfloat16"] is False
+    # --validate --bfloat16: the same draws to ~0.5% of a width, so the same calibration
+    with open(validate(ck, sims, dict(n_validate=500, validate_draws=400, bfloat16=True),
+                       quiet=True)) as fh:
+        low = json.load(fh)
+    assert low["bfloat16"] is True
+    for label, cov in low["coverage"].items():
+        np.testing.assert_allclose(cov, report["coverage"][label], atol=0.02)

@@ -171,6 +171,28 @@ def test_compiled_inference_gives_the_same_draws(trained, tmp_path, source, capl
     assert "--compile failed" not in caplog.text
 
 
+def test_bfloat16_inference_is_close_and_recorded(trained, tmp_path, source):
+    """--bfloat16: the same posteriors to a small fraction of their widths, the choice
+    written in the output; refused with --importance, whose weights need the density."""
+    toy, ck_path, ck = trained
+    flux, unc = _rows(toy)
+    csv = _write_csv(tmp_path / "c.csv", toy, flux, unc)
+    opts = dict(INFER, n_draws=400)
+    a = infer(ck, ck_path, source(csv, toy), str(tmp_path / "a.h5"), opts, quiet=True)
+    b = infer(ck, ck_path, source(csv, toy), str(tmp_path / "b.h5"), dict(opts, bfloat16=True),
+              quiet=True)
+    with h5py.File(a) as ha, h5py.File(b) as hb:
+        assert hb.attrs["bfloat16"] and "bfloat16" not in ha.attrs
+        np.testing.assert_array_equal(hb["flags"][:], ha["flags"][:])
+        good = ha["flags"][:] == 0
+        width = (ha["p84"][:] - ha["p16"][:])[good]
+        assert np.all(np.abs(hb["median"][:] - ha["median"][:])[good] < 0.05 * width)
+    rw = Reweighter(None, None, None, ck["problem"], predict=lambda m, s, o, th: (toy.phot(th), {}))
+    with pytest.raises(UsageError, match="--bfloat16 cannot be used with --importance"):
+        infer(ck, ck_path, source(csv, toy), str(tmp_path / "c.h5"), dict(opts, bfloat16=True),
+              reweighter=rw, quiet=True)
+
+
 def test_catalogue_without_a_filter_is_an_error(trained, tmp_path, source):
     toy, _, _ = trained
     path = tmp_path / "c.csv"
