@@ -106,7 +106,7 @@ def add_arguments(parser):
          help="--infer and --validate: sample with the flow's matrix products in bfloat16 "
               "(rqs_coupling flow; not with --importance): faster on CPUs with AMX or "
               "AVX512-BF16 (1.5x the compiled sampling here) and on GPUs; the draws move "
-              "by ~0.5%% of a posterior width (README.rst)")
+              "by ~0.4%% of a posterior width (README.rst)")
     _add(g, "--no_validate_after_train", dest="validate_after_train",
          action="store_false", default=True,
          help="skip the validation that otherwise runs at the end of --train")
