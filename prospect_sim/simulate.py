@@ -212,6 +212,7 @@ def run(ingredients, pool):
     """
     from . import forward, outputs
     from .errors import SimulationError, UsageError
+    from .interrupt import interruptible
 
     run_params = ingredients.run_params
     settings = _Settings(run_params)
@@ -241,11 +242,13 @@ def run(ingredients, pool):
                   settings.design, path_used) for k in missing)
         bar = _progress(todo_rows, settings.quiet)
         try:
-            for k, theta, phot, extras, valid in pool.imap_unordered(_simulate_chunk, tasks):
-                store.write_chunk(k, theta, phot, extras, valid)
-                invalid += int(valid.size - valid.sum())
-                done_rows += valid.size
-                bar.update(valid.size)
+            with interruptible() as check_interrupt:
+                for k, theta, phot, extras, valid in pool.imap_unordered(_simulate_chunk, tasks):
+                    store.write_chunk(k, theta, phot, extras, valid)
+                    invalid += int(valid.size - valid.sum())
+                    done_rows += valid.size
+                    bar.update(valid.size)
+                    check_interrupt()  # a Ctrl-C swallowed by a finaliser stops us here
         except KeyboardInterrupt:
             bar.close()
             log.warning("interrupted: %d chunks of %s are complete and kept; rerun with "

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import InferenceError, UsageError
+from ..interrupt import interruptible
 from . import options, spec
 from ._paths import check_writable, path_for
 from .catalog import Catalog, columns_for
@@ -241,13 +242,15 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
         done = h5["batches_done"][:]
         bar = tqdm(total=n_rows, initial=int(min(done.sum() * rows, n_rows)), disable=quiet,
                    unit="obj", desc="infer")
-        for k in np.flatnonzero(~done):
-            start, stop = k * rows, min((k + 1) * rows, n_rows)
-            _infer_batch(h5, post, source, start, stop, opts, reweighter,
-                         _generator(int(opts["infer_seed"]), int(k)), gemm_dtype)
-            h5["batches_done"][k] = True
-            h5.flush()
-            bar.update(stop - start)
+        with interruptible() as check_interrupt:
+            for k in np.flatnonzero(~done):
+                start, stop = k * rows, min((k + 1) * rows, n_rows)
+                _infer_batch(h5, post, source, start, stop, opts, reweighter,
+                             _generator(int(opts["infer_seed"]), int(k)), gemm_dtype)
+                h5["batches_done"][k] = True
+                h5.flush()
+                bar.update(stop - start)
+                check_interrupt()  # a Ctrl-C swallowed by a finaliser stops us here
         bar.close()
         n_flag = int(np.count_nonzero(h5["flags"][:] & _UNUSABLE))
         if n_flag:
