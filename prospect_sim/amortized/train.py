@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import TrainingError, UsageError
+from ..interrupt import interruptible
 from . import options, spec
 from ._compile import compiled
 from ._paths import check_writable, path_for
@@ -318,20 +319,22 @@ def _loop(trainer, seed, opts, checkpoint, extra, quiet):
     bar = tqdm(total=opts["epochs"], initial=trainer.epoch_done, disable=quiet, unit="epoch",
                desc="train")
     try:
-        while trainer.epoch_done < opts["epochs"] and trainer.bad_epochs < opts["patience"]:
-            row = trainer.epoch(seed, bar)
-            bar.update(1)
-            bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}",
-                            best=f"{trainer.best_val:.3f}")
-            state = trainer.state(extra)
-            save_checkpoint(state, checkpoint)
-            if trainer.bad_epochs == 0:
-                best = dict(state, model_state=state["best_model_state"])
-                save_checkpoint(best, best_path(checkpoint))
-            _write_log(log_path(checkpoint), trainer.history)
-            if tb is not None:
-                for key in ("train_loss", "val_loss", "lr"):
-                    tb.add_scalar(key, row[key], row["epoch"])
+        with interruptible() as check_interrupt:
+            while trainer.epoch_done < opts["epochs"] and trainer.bad_epochs < opts["patience"]:
+                row = trainer.epoch(seed, bar)
+                bar.update(1)
+                bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}",
+                                best=f"{trainer.best_val:.3f}")
+                state = trainer.state(extra)
+                save_checkpoint(state, checkpoint)
+                if trainer.bad_epochs == 0:
+                    best = dict(state, model_state=state["best_model_state"])
+                    save_checkpoint(best, best_path(checkpoint))
+                _write_log(log_path(checkpoint), trainer.history)
+                if tb is not None:
+                    for key in ("train_loss", "val_loss", "lr"):
+                        tb.add_scalar(key, row[key], row["epoch"])
+                check_interrupt()  # a Ctrl-C swallowed by a finaliser stops us here
         if trainer.bad_epochs >= opts["patience"]:
             log.info("early stopping after epoch %d: no better validation loss in %d epochs",
                      trainer.epoch_done, opts["patience"])
