@@ -278,7 +278,7 @@ def _mocks(post, ckpt, model, sps, obs, a):
         if a.bfloat16:
             low = post.sample(flux, unc, missing, None, a.n_draws,
                               torch.Generator().manual_seed(k), density=False,
-                              gemm_dtype=torch.bfloat16)[0][0]
+                              gemm_dtype=post.gemm_dtype(True))[0][0]
         log_w = rw.log_weights(_full(draws, post, ckpt), log_q, flux, unc, missing)
         iq = weighted_quantiles(draws, log_w, [0.16, 0.5, 0.84])[:, 0]
         row = {"index": i, "kind": kind, "snr": float(np.sqrt(np.sum((flux / unc) ** 2))),

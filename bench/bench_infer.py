@@ -173,7 +173,6 @@ def _run(a, tmp):
         ck = load_checkpoint(ck_path)
         opts = dict(n_draws=a.n_draws, infer_batch=a.infer_batch, compile=compile_,
                     bfloat16=bf16)
-        gemm_dtype = torch.bfloat16 if bf16 else None
         full = i == 0 or compile_
         path, rows = (cat, a.rows) if full else (small, min(a.rows, a.compare_rows))
         walls = []
@@ -184,6 +183,7 @@ def _run(a, tmp):
             walls.append(time.perf_counter() - t)
             src.close()
         post = AmortizedPosterior.from_checkpoint(ck)
+        gemm_dtype = post.gemm_dtype(bf16)
         if compile_:
             post.compile_sampling(a.infer_batch)
             post.sample(np.full((a.infer_batch, len(names)), 1e-9),

@@ -226,10 +226,10 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
                                                  or float(opts["proposal_scale"]) < 1.0):
         raise UsageError(f"--proposal_scale {opts['proposal_scale']}: a wider proposal is for "
                          "--importance only, and must be >= 1 (its draws need the weights)")
-    post = AmortizedPosterior.from_checkpoint(ckpt, device=resolve_device(opts["device"]))
     if opts["bfloat16"] and reweighter is not None:
         raise UsageError("--bfloat16 cannot be used with --importance: the weights need the "
                          "density of the draws, which bfloat16 products do not give exactly")
+    post = AmortizedPosterior.from_checkpoint(ckpt, device=resolve_device(opts["device"]))
     gemm_dtype = post.gemm_dtype(opts["bfloat16"])
     n_rows, rows = source.n_rows, int(opts["infer_batch"])
     if opts["compile"]:
