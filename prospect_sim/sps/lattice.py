@@ -10,10 +10,12 @@ its accuracy.
 """
 
 import numpy as np
+from numba import njit
 
 from .dust import birth_cloud_tau, diffuse_tau
 from .igm import LYMAN_WAVE, igm_transmission
 from .moments import _GroupTable, _bin_moments, _legendre
+from .sfh import FASTMATH
 
 __all__ = []
 
@@ -231,6 +233,7 @@ def _half_step(values_at_edges):
     return 0.5 * (values_at_edges[..., 1:] - values_at_edges[..., :-1])
 
 
+@njit(cache=True, fastmath=FASTMATH)
 def _times_linear(spec, t0, t1):
     """Legendre moments of ``spec`` times ``t0 + t1 x`` within each bin, in place.
 
@@ -240,20 +243,27 @@ def _times_linear(spec, t0, t1):
     K = 1 the slope has nothing to act on and only ``t0`` is applied).
     ``t0`` and ``t1`` are (n, W) float32.  Returns ``spec``.
     """
-    K = spec.shape[1]
-    if K >= 2:
-        c0, c1 = spec[:, 0], spec[:, 1]
-        third = t1 * c1
-        third *= np.float32(1 / 3)
-        into_c1 = c0 + np.float32(2 / 5) * spec[:, 2] if K == 3 else c0.copy()
-        into_c1 *= t1
-    spec *= t0[:, None, :]
-    if K >= 2:
-        spec[:, 0] += third
-        spec[:, 1] += into_c1
-        if K == 3:
-            third *= np.float32(2)
-            spec[:, 2] += third
+    n_rows, n_mom, width = spec.shape
+    third, two_fifths, two_thirds = np.float32(1 / 3), np.float32(2 / 5), np.float32(2 / 3)
+    for n in range(n_rows):
+        a, b = t0[n], t1[n]
+        if n_mom == 1:
+            c0 = spec[n, 0]
+            for i in range(width):
+                c0[i] *= a[i]
+        elif n_mom == 2:
+            c0, c1 = spec[n, 0], spec[n, 1]
+            for i in range(width):
+                x0, x1 = c0[i], c1[i]
+                c0[i] = a[i] * x0 + b[i] * x1 * third
+                c1[i] = a[i] * x1 + b[i] * x0
+        else:
+            c0, c1, c2 = spec[n, 0], spec[n, 1], spec[n, 2]
+            for i in range(width):
+                x0, x1, x2 = c0[i], c1[i], c2[i]
+                c0[i] = a[i] * x0 + b[i] * x1 * third
+                c1[i] = a[i] * x1 + b[i] * (x0 + two_fifths * x2)
+                c2[i] = a[i] * x2 + b[i] * x1 * two_thirds
     return spec
 
 

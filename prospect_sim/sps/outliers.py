@@ -8,10 +8,12 @@ each filter goes on the coarse lattice (:mod:`.lattice`).
 """
 
 import numpy as np
+from numba import njit
 
 from .dust import birth_cloud_tau_at, diffuse_tau_at
 from .igm import LYMAN_WAVE, igm_transmission
 from .lattice import _Lattice
+from .sfh import FASTMATH
 
 __all__ = []
 
@@ -134,39 +136,52 @@ class _Spike:
         return np.expm1(-birth_cloud_tau_at(lam, batch.dust1, batch.dust1_index))
 
 
-def _outlier_fluxes(spikes, batch, w32, y32, zlo, chunk=2048):
+def _outlier_fluxes(spikes, batch, w32, y32, zlo):
     """Band fluxes before ``flux_norm`` of every outlier, (N, len(spikes)).
 
     All outliers share the redshift nodes (same lattice step and ``n_sub``).
     Each object's weights are dotted with every outlier's table at its two
-    bracketing nodes, interpolated linearly in ln(1+z), ``chunk`` objects
-    at a time and only over the ages that carry weight in the chunk (the
-    batch comes in order of age, so that is most of the saving; the gathers
-    from the tables cost more than the arithmetic).  A low-rank age basis,
-    as for the young SSPs, does not serve here: in the ultraviolet the old
-    SSPs' entries are 1e-6 of a row's peak and need a rank near 128 to stay
-    within 1%.
+    bracketing nodes, interpolated linearly in ln(1+z) (:func:`_node_dots`).
+    A low-rank age basis, as for the young SSPs, does not serve here: in
+    the ultraviolet the old SSPs' entries are 1e-6 of a row's peak and need
+    a rank near 128 to stay within 1%.
     """
     for spike in spikes:                 # extends each table; the positions are shared
         pos = spike.positions(batch.zred)
-    node = np.floor(pos).astype(int)
+    node = np.floor(pos).astype(np.int64)
     phi = pos - node
-    pair = zlo[:, None] + np.arange(2)
-    parts = [(w32, np.empty((batch.n, len(spikes))))]
-    if y32 is not None:
-        parts.append((y32, np.empty((batch.n, len(spikes)))))
-    for start in range(0, batch.n, chunk):
-        sl = slice(start, start + chunk)
-        for weights, out in parts:
-            n_age = int(np.max(np.nonzero(weights[sl].any(axis=(0, 1)))[0], initial=0)) + 1
-            x = weights[sl, :, :n_age]
-            lo_at = (node[sl, None], pair[sl], slice(0, n_age))
-            hi_at = (node[sl, None] + 1, pair[sl], slice(0, n_age))
-            for s, spike in enumerate(spikes):
-                lo = np.einsum("nza,nza->n", x, spike.nodes[lo_at])
-                hi = np.einsum("nza,nza->n", x, spike.nodes[hi_at])
-                out[sl, s] = lo + phi[sl] * (hi - lo)
-    young = parts[1][1] if y32 is not None else None
-    return np.stack([spike.attenuate(batch, parts[0][1][:, s],
-                                     None if young is None else young[:, s])
-                     for s, spike in enumerate(spikes)], axis=1)
+    order = np.argsort(node, kind="stable")          # walk each table in order
+    zlo = np.asarray(zlo, dtype=np.int64)
+    fluxes = []
+    for spike in spikes:
+        stellar = np.empty(batch.n)
+        _node_dots(spike.nodes, node, phi, zlo, w32, order, stellar)
+        young = None
+        if y32 is not None:
+            young = np.empty(batch.n)
+            _node_dots(spike.nodes, node, phi, zlo, y32, order, young)
+        fluxes.append(spike.attenuate(batch, stellar, young))
+    return np.stack(fluxes, axis=1)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _node_dots(nodes, node, phi, zlo, weights, order, out):
+    """``out[n]``: weights (N, 2, A) dotted with an outlier's table (nodes, Z, A).
+
+    The table at metallicities ``zlo[n]`` and ``zlo[n] + 1`` and nodes
+    ``node[n]`` and ``node[n] + 1``, interpolated with ``phi[n]``; the
+    objects in ``order`` (of node) so that the table is read in order.
+    """
+    n_age = weights.shape[2]
+    for n in order:
+        j, k = node[n], zlo[n]
+        lo, hi = 0.0, 0.0
+        for z in range(2):
+            w, a, b = weights[n, z], nodes[j, k + z], nodes[j + 1, k + z]
+            part_lo, part_hi = np.float32(0.0), np.float32(0.0)
+            for i in range(n_age):
+                part_lo += w[i] * a[i]
+                part_hi += w[i] * b[i]
+            lo += part_lo
+            hi += part_hi
+        out[n] = lo + phi[n] * (hi - lo)

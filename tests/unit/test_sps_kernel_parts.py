@@ -6,8 +6,8 @@
   is left dense.
 - ``_times_linear``: Legendre moments of a product against Gauss-Legendre
   quadrature.
-- ``_outlier_fluxes``: the sorted, chunked evaluation against a plain loop
-  over objects.
+- ``_outlier_fluxes``: the compiled, node-ordered evaluation against a
+  plain loop over objects, with and without young (birth-cloud) weights.
 """
 
 import numpy as np
@@ -96,7 +96,8 @@ def test_times_linear_matches_quadrature(n_moments):
     assert np.allclose(got, want, atol=1e-5)
 
 
-def test_outlier_fluxes_match_a_loop_over_objects(kernel):
+@pytest.mark.parametrize("with_young", [False, True])
+def test_outlier_fluxes_match_a_loop_over_objects(kernel, with_young):
     from prospect_sim.sps.params import normalize
     spikes = [s for _, s in kernel.fine]
     assert spikes, "DECam i has outlier points"
@@ -104,20 +105,27 @@ def test_outlier_fluxes_match_a_loop_over_objects(kernel):
     n, n_age = 500, len(kernel.kernel.ages)
     params = dict(zred=rng.uniform(0.01, 1.5, n), mass=np.ones(n), logzsol=np.zeros(n),
                   dust2=rng.uniform(0, 1, n), tage=np.full(n, 5.0), tau=np.ones(n),
+                  dust1=rng.uniform(0, 1, n) if with_young else np.zeros(n),
                   sfh=4, dust_type=0, imf_type=2)
     batch = normalize(params, kernel.library)
     zlo = rng.integers(0, kernel.library.spectra.shape[0] - 1, n)
     w32 = rng.random((n, 2, n_age)).astype(np.float32)
-    got = _outlier_fluxes(spikes, batch, w32, None, zlo, chunk=128)
+    y32 = rng.random((n, 2, n_age)).astype(np.float32) if with_young else None
+    got = _outlier_fluxes(spikes, batch, w32, y32, zlo)
+
+    def dot(spike, weights, pos, node, i):
+        pair = spike.nodes[:, zlo[i]:zlo[i] + 2]
+        lo = np.sum(weights[i] * pair[node[i]], dtype=float)
+        hi = np.sum(weights[i] * pair[node[i] + 1], dtype=float)
+        return lo + (pos[i] - node[i]) * (hi - lo)
+
     for s, spike in enumerate(spikes):
         pos = np.log1p(batch.zred) / spike.lattice.delta * spike.n_sub
         node = np.floor(pos).astype(int)
-        want = np.empty(n)
-        for i in range(n):
-            pair = spike.nodes[:, zlo[i]:zlo[i] + 2]
-            lo = np.sum(w32[i] * pair[node[i]], dtype=float)
-            hi = np.sum(w32[i] * pair[node[i] + 1], dtype=float)
-            want[i] = lo + (pos[i] - node[i]) * (hi - lo)
+        want = np.array([dot(spike, w32, pos, node, i) for i in range(n)])
+        if with_young:
+            young = np.array([dot(spike, y32, pos, node, i) for i in range(n)])
+            want += young * spike._birth_cloud(batch)
         want *= spike._transmission(batch)
         assert np.allclose(got[:, s], want, rtol=1e-5, atol=1e-7 * np.abs(want).max())
 
