@@ -65,38 +65,54 @@ _SERIES_MAX = 0.1
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _tails(delayed, a, big_t, x):
-    """In place, ``x = exp(a - T)`` (N, E) becomes ``P(T) - P(T - a)``.
+def _exponents(edges, rate, big_t, out):
+    """``out[n, i] = a - T`` with ``a = min(edges[i] rate[n], T[n])``; ``edges`` (1 or N, E)."""
+    shared = edges.shape[0] == 1
+    for n in range(out.shape[0]):
+        e, r, t, row = edges[0 if shared else n], rate[n], big_t[n], out[n]
+        for i in range(row.shape[0]):
+            row[i] = min(e[i] * r, t) - t
 
-    ``P = P2`` (delayed tau) or ``P1`` (tau model): the mass formed in the
-    last ``a`` (units of tau) of a history ``T`` long, unnormalised:
+
+@njit(cache=True, fastmath=FASTMATH)
+def _tails(delayed, edges, rate, big_t, scale, x):
+    """In place, ``x = exp(a - T)`` (N, E) becomes ``scale [P(T) - P(T - a)]``.
+
+    ``a = min(edges rate, T)`` as in :func:`_exponents`.  ``P = P2``
+    (delayed tau) or ``P1`` (tau model): the mass formed in the last ``a``
+    (units of tau) of a history ``T`` long, unnormalised:
     ``exp(-T) [(1 + T - a) expm1(a) - a]`` or ``exp(-T) expm1(a)``, never
     overflowing.  The one exponential per element comes from NumPy's
-    vectorised ``exp`` beforehand (scalar ones here would cost 5-10x more).
+    vectorised ``exp`` beforehand (scalar ones here cost 5-10x more).
     """
-    n_rows, n_cols = x.shape
-    for n in range(n_rows):
-        t = big_t[n]
+    shared = edges.shape[0] == 1
+    for n in range(x.shape[0]):
+        e, r, t, c, row = edges[0 if shared else n], rate[n], big_t[n], scale[n], x[n]
         e_t = math.exp(-t)
-        ar, xr = a[n], x[n]
-        for i in range(n_cols):
-            ai = ar[i]
+        for i in range(row.shape[0]):
+            ai = min(e[i] * r, t)
             series = ai * (1.0 + ai * (1 / 2 + ai * (1 / 6 + ai * (1 / 24 + ai * (
                 1 / 120 + ai * (1 / 720 + ai * (1 / 5040 + ai * (1 / 40320 + ai * (
                     1 / 362880 + ai * (1 / 3628800 + ai / 39916800))))))))))
-            d = e_t * series if ai < _SERIES_MAX else xr[i] - e_t    # exp(-T) expm1(a)
-            xr[i] = (1.0 + t - ai) * d - ai * e_t if delayed else d
+            d = e_t * series if ai < _SERIES_MAX else row[i] - e_t    # exp(-T) expm1(a)
+            row[i] = c * ((1.0 + t - ai) * d - ai * e_t if delayed else d)
+
+
+def _parametric_cumulative(delayed, edges, rate, big_t, scale):
+    """``scale [P(T) - P(T - a)]`` (N, E) with ``a = min(edges rate, T)``: three passes."""
+    edges = np.ascontiguousarray(np.atleast_2d(edges), dtype=float)
+    x = np.empty((len(big_t), edges.shape[1]))
+    _exponents(edges, rate, big_t, x)
+    np.exp(x, out=x)
+    _tails(delayed, edges, rate, big_t, scale, x)
+    return x
 
 
 def _tail(delayed, a, big_t):
-    """``P(T) - P(T - a)`` for (N, E) ``a`` and (N, 1) ``T`` (see :func:`_tails`)."""
-    a, big_t = np.asarray(a, dtype=float), np.asarray(big_t, dtype=float)
-    shape = np.broadcast_shapes(a.shape, big_t.shape)
-    if a.shape != shape or not a.flags.c_contiguous:
-        a = np.array(np.broadcast_to(a, shape))
-    x = np.exp(a - big_t)
-    _tails(delayed, a, np.array(np.broadcast_to(big_t, shape)[:, 0]), x)
-    return x
+    """``P(T) - P(T - a)`` for (N, E) ``a <= T`` and (N, 1) ``T`` (see :func:`_tails`)."""
+    big_t = np.ascontiguousarray(np.ravel(big_t), dtype=float)
+    ones = np.ones_like(big_t)
+    return _parametric_cumulative(delayed, a, ones, big_t, ones)
 
 
 def _p1_tail(a, big_t):
@@ -141,12 +157,10 @@ def cumulative_fraction(sfh, edges, tage=None, tau=None, agebins=None, bin_mass=
     """
     edges = np.atleast_2d(edges)
     if sfh in PARAMETRIC:
-        tau_yr = (np.asarray(tau, dtype=float) * 1e9)[:, None]
-        big_t = (np.asarray(tage, dtype=float) * 1e9)[:, None] / tau_yr
-        a = np.minimum(edges / tau_yr, big_t)
-        if sfh == 1:
-            return _p1_tail(a, big_t) / -np.expm1(-big_t)
-        return _p2_tail(a, big_t) / _p2(big_t)
+        rate = 1.0 / (np.asarray(tau, dtype=float) * 1e9)              # 1/tau in 1/yr
+        big_t = np.asarray(tage, dtype=float) * 1e9 * rate
+        total = _p2(big_t) if sfh == 4 else -np.expm1(-big_t)
+        return _parametric_cumulative(sfh == 4, edges, rate, big_t, 1.0 / total)
     if sfh == 3:
         lo, hi = 10**agebins[..., 0], 10**agebins[..., 1]          # (N, nbin)
         frac = (edges[:, :, None] - lo[:, None, :]) / (hi - lo)[:, None, :]
@@ -216,10 +230,9 @@ def ssp_weights(sfh, ages, edges, tage=None, tau=None, agebins=None, bin_mass=No
               else np.max(10**np.asarray(agebins)[..., 1], initial=0.0))
     used = min(int(np.searchsorted(edges, oldest)) + 1, len(edges))
     n = len(tage) if sfh in PARAMETRIC else len(bin_mass)
-    w = np.zeros((n, len(ages)))
-    cum = cumulative_fraction(sfh, edges[:used], tage=tage, tau=tau, agebins=agebins,
-                              bin_mass=bin_mass)
-    w[:, :used - 1] = np.diff(cum, axis=1)
+    w = np.empty((n, len(ages)))
+    _differences(cumulative_fraction(sfh, edges[:used], tage=tage, tau=tau, agebins=agebins,
+                                     bin_mass=bin_mass), w)
     young = None
     if t_young is not None:
         young = np.zeros_like(w)
@@ -246,3 +259,15 @@ def sfr_average(sfh, timescale, tage=None, tau=None, agebins=None, bin_mass=None
     edge = np.full((n, 1), float(timescale))
     return cumulative_fraction(sfh, edge, tage=tage, tau=tau, agebins=agebins,
                                bin_mass=bin_mass)[:, 0] / timescale
+
+
+@njit(cache=True)
+def _differences(cum, out):
+    """``out[:, :E-1] = diff(cum)`` and zero beyond, for (N, E) ``cum`` and (N, A) ``out``."""
+    n_diff = cum.shape[1] - 1
+    for n in range(out.shape[0]):
+        c, row = cum[n], out[n]
+        for i in range(n_diff):
+            row[i] = c[i + 1] - c[i]
+        for i in range(n_diff, row.shape[0]):
+            row[i] = 0.0
