@@ -6,8 +6,8 @@ The tables behind :mod:`prospect_sim.sps.photometry`:
   native wavelengths, reduced in every lattice bin to its first K Legendre
   coefficients (exact integrals, one sparse operator for all spectra);
 - :class:`_GroupTable`: the moments over one redshift group's window at one
-  metallicity, the young SSPs through a low-rank basis
-  (:func:`_young_basis`), ready for the kernel's GEMMs.
+  metallicity, young and old SSPs each through a low-rank basis
+  (:func:`_age_basis`), ready for the kernel's GEMMs.
 """
 
 import numpy as np
@@ -105,20 +105,23 @@ def _moment_operator(wave, edges, n_moments):
 
 
 class _GroupTable:
-    """SSP moments over one group's window, young ages in low-rank form.
+    """SSP moments over one group's window, the ages in two low-rank blocks.
 
-    The young SSPs (the first ``n_young`` ages) change shape quickly with
-    age but span few independent spectra: with rows scaled to their peak and
-    columns to the young ages' mean shape, a truncated SVD (from the
-    eigenvectors of the age-age Gram matrix) keeps the moments
-    ``M_young ~ C @ basis`` with every moment of every bin within ``tol``
-    of that bin's mean (``c_0``), for each age, so a population's band
-    fluxes move by at most ``tol`` (measured on the demo: 3e-7 mag for
-    ``tol=1e-4``).  A weight vector then costs
-    ``w_young @ C`` (r numbers) instead of ``n_young`` rows of the big
-    GEMM; older ages enter as they are (their ultraviolet is too faint
-    relative to their peak for a shared basis).  The rank is the smallest
-    that meets ``tol``; no basis when that saves nothing.
+    The SSPs change shape with age but span few independent spectra within
+    an age range: with rows scaled to their peak and columns to the range's
+    mean shape, a truncated SVD (from the eigenvectors of the age-age Gram
+    matrix) keeps the moments ``M ~ C @ basis`` with every moment of every
+    bin within ``tol`` of that bin's mean (``c_0``), for each age, so a
+    population's band fluxes move by at most ``tol`` (measured on the demo:
+    3e-7 mag for ``tol=1e-4``).  A weight vector then costs ``w @ C``
+    (r numbers) instead of one GEMM row per age.  The young ages (the first
+    ``n_young``) and the older ones get a basis each (BC03 in the demo's
+    windows: ranks 37-42 of 115 and 53-71 of 106); one basis for all ages
+    needs rank 111-153, as the young ultraviolet and the old red light
+    share little.  A block's basis is used only where it is smaller than
+    the ages it replaces (a population younger than the old block's rank
+    takes its old ages as they are); no basis when it saves little, and
+    none at all for ``n_young=0``.
 
     Parameters
     ----------
@@ -131,51 +134,63 @@ class _GroupTable:
     def __init__(self, moments, n_young, tol):
         n_age = moments.shape[0]
         flat = np.swapaxes(moments, 1, 2).reshape(n_age, -1)          # moment-major
-        found = _young_basis(moments[:n_young], tol) if n_young else None
-        if found is None:
-            self.coef, self.n_young, self.rank = None, 0, 0
-            self.table = np.ascontiguousarray(flat, dtype=np.float32)
-        else:
-            self.coef, basis = found
-            self.n_young, self.rank = n_young, len(basis)
-            self.table = np.concatenate([basis, flat[n_young:]]).astype(np.float32)
+        self.n_young = n_young
+        self.young = _age_basis(moments[:n_young], tol) if n_young else None
+        self.old = _age_basis(moments[n_young:], tol) if 0 < n_young < n_age else None
+        young_rows = flat[:n_young] if self.young is None else self.young[1]
+        self.rank = len(young_rows) if self.young is not None else 0
+        self._n_lead = len(young_rows)          # table rows before the old ages
+        self.old_rank = 0 if self.old is None else len(self.old[1])
+        # old ages as they are, and (where it pays) through their basis
+        self.table = np.concatenate([young_rows, flat[n_young:]]).astype(np.float32)
+        self.table_old = (None if self.old is None else
+                          np.concatenate([young_rows, self.old[1]]).astype(np.float32))
 
     def apply(self, w, n_age):
         """``w[:, :n_age] @ moments[:n_age]`` as (n, K w), moment-major, float32."""
-        if not self.rank:
-            return w[:, :n_age] @ self.table[:n_age]
         n_young = min(self.n_young, n_age)
-        n_old = max(n_age - self.n_young, 0)
-        x = np.empty((len(w), self.rank + n_old), dtype=np.float32)
-        np.matmul(w[:, :n_young], self.coef[:n_young], out=x[:, :self.rank])
-        x[:, self.rank:] = w[:, self.n_young:self.n_young + n_old]
-        return x @ self.table[:self.rank + n_old]
+        n_old = n_age - n_young
+        if self.young is None and n_old == 0:
+            return w[:, :n_age] @ self.table[:n_age]
+        through_basis = n_old > self.old_rank > 0
+        width = self.old_rank if through_basis else n_old
+        lead = self._n_lead
+        x = np.empty((len(w), lead + width), dtype=np.float32)
+        if self.young is None:
+            x[:, :lead] = w[:, :lead]
+        else:
+            np.matmul(w[:, :n_young], self.young[0][:n_young], out=x[:, :lead])
+        if through_basis:
+            np.matmul(w[:, self.n_young:n_age], self.old[0][:n_old], out=x[:, lead:])
+            return x @ self.table_old
+        x[:, lead:] = w[:, self.n_young:n_age]
+        return x @ self.table[:lead + n_old]
 
 
-def _young_basis(moments, tol):
+def _age_basis(moments, tol):
     """``(C, basis)`` with ``moments ~ C @ basis`` to ``tol`` per bin, or None (see :class:`_GroupTable`).
 
     Parameters
     ----------
-    moments : ndarray of shape (A_y, w, K)
+    moments : ndarray of shape (A_b, w, K)
 
     Returns
     -------
-    C : ndarray of shape (A_y, r), float32
+    C : ndarray of shape (A_b, r), float32
     basis : ndarray of shape (r, K w), float32
         Moment-major, as :class:`_GroupTable` stores its rows.
     """
     n, w, K = moments.shape
     x = moments.reshape(n, -1).astype(float)
-    c0 = np.abs(moments[..., 0]).astype(float)                     # (A_y, w)
+    c0 = np.abs(moments[..., 0]).astype(float)                     # (A_b, w)
     scale = np.maximum(c0, 1e-12 * c0.max(axis=1, keepdims=True))   # the error's yardstick
     row = scale.max(axis=1)
-    col = np.repeat(np.mean(scale / row[:, None], axis=0), K)       # mean young shape
+    col = np.repeat(np.mean(scale / row[:, None], axis=0), K)       # the block's mean shape
     scaled = x / row[:, None] / col
-    # left singular vectors from the (A_y, A_y) Gram matrix: cheaper than an SVD
+    # left singular vectors from the (A_b, A_b) Gram matrix: cheaper than an SVD
     _, u = np.linalg.eigh(scaled @ scaled.T)
     u = u[:, ::-1]                                                  # leading first
-    coords = u.T @ scaled                                           # (A_y, w K)
+    coords = u.T @ scaled                                           # (A_b, w K)
     limit = tol * np.repeat(scale, K, axis=1)
 
     def fits(r):

@@ -1,6 +1,6 @@
 """Pieces of the batched photometry kernel against independent computations.
 
-- ``_young_basis`` / ``_GroupTable``: the low-rank young-SSP tables against
+- ``_age_basis`` / ``_GroupTable``: the low-rank young- and old-SSP tables against
   the dense product, with the error bound they promise, on the real BC03
   moments; an exactly low-rank library is found to be so; a full-rank one
   is left dense.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from prospect_sim.sps import load_library
-from prospect_sim.sps.moments import _GroupTable, _legendre, _young_basis
+from prospect_sim.sps.moments import _GroupTable, _legendre, _age_basis
 from prospect_sim.sps.lattice import _Lattice, _times_linear
 from prospect_sim.sps.outliers import _outlier_fluxes
 from prospect_sim.sps.photometry import PhotometryKernel
@@ -40,12 +40,14 @@ def test_group_table_keeps_every_bin_within_its_tolerance(kernel, g, k):
     moments = _window_moments(lat, g, k).astype(float)
     table = _GroupTable(moments.astype(np.float32), lat.n_young, lat.young_tol)
     assert 0 < table.rank < 0.8 * lat.n_young
+    assert 0 < table.old_rank < 0.8 * (len(moments) - lat.n_young)
     rng = np.random.default_rng(g + k)
     n_age = len(moments)
     w = rng.random((200, n_age)) * (rng.random((200, n_age)) < 0.7)
     w[:50, 100:] = 0.0                                       # young-only populations
     exact = np.einsum("na,awq->nqw", w, moments)             # moment-major
-    for n_use in (lat.n_young - 5, n_age):
+    # young only; old ages as they are (fewer than the old basis's rank); old basis
+    for n_use in (lat.n_young - 5, lat.n_young + table.old_rank - 1, n_age):
         got = table.apply(w.astype(np.float32), n_use).reshape(exact.shape)
         want = np.einsum("na,awq->nqw", w[:, :n_use], moments[:n_use])
         # each age's every moment is kept within tol of that bin's mean c0 (>= 0),
@@ -56,20 +58,20 @@ def test_group_table_keeps_every_bin_within_its_tolerance(kernel, g, k):
     assert np.all(exact[:, 0] > 0)                            # bin means of real spectra
 
 
-def test_young_basis_finds_an_exact_low_rank():
+def test_age_basis_finds_an_exact_low_rank():
     rng = np.random.default_rng(1)
     shapes = rng.random((3, 40, 3)) + 0.5                    # three spectra, 40 bins, K=3
     mix = rng.random((30, 3))
     moments = np.einsum("as,swq->awq", mix, shapes)
-    coef, basis = _young_basis(moments, 1e-5)
+    coef, basis = _age_basis(moments, 1e-5)
     assert len(basis) == 3
     back = (coef.astype(float) @ basis).reshape(30, 3, 40)   # moment-major
     assert np.allclose(back, np.swapaxes(moments, 1, 2), rtol=1e-5)
 
 
-def test_young_basis_leaves_a_full_rank_block_dense():
+def test_age_basis_leaves_a_full_rank_block_dense():
     moments = np.random.default_rng(2).random((12, 40, 3)) + 0.1
-    assert _young_basis(moments, 1e-5) is None
+    assert _age_basis(moments, 1e-5) is None
     table = _GroupTable(moments.astype(np.float32), 12, 1e-5)
     assert table.rank == 0
     w = np.ones((2, 12), dtype=np.float32)
@@ -130,7 +132,7 @@ def test_outlier_fluxes_match_a_loop_over_objects(kernel, with_young):
         assert np.allclose(got[:, s], want, rtol=1e-5, atol=1e-7 * np.abs(want).max())
 
 
-def test_lattice_without_young_basis_is_dense(kernel):
+def test_lattice_without_age_basis_is_dense(kernel):
     lat = _Lattice(kernel.library, kernel.coarse.curves, 200.0, 16, 8, 3, young_age=0.0)
     lat._build_lattice(20)
     assert lat._table(0, 0).rank == 0
