@@ -101,6 +101,8 @@ class _Lattice:
         self.rest_edges = np.exp(edges)
         self._n_lya = int(np.searchsorted(self.rest_wave, LYMAN_WAVE[0]))
         self._tables = {}                          # (group, metallicity) -> _GroupTable
+        self._pairs = {}                           # (group, metallicity) -> stacked rows
+        self._last_ranks = (None, None)            # where the next table's rank search starts
 
     def _window(self, g):
         """Columns ``lo:hi`` of the rest-frame lattice arrays seen by shift group ``g``."""
@@ -112,8 +114,23 @@ class _Lattice:
         if table is None:
             lo, hi = self._window(g)
             table = self._tables[g, k] = _GroupTable(self.moments[k, :, lo:hi],
-                                                      self.n_young, self.young_tol)
+                                                      self.n_young, self.young_tol,
+                                                      self._last_ranks)
+            self._last_ranks = (table.rank or None, table.old_rank or None)
         return table
+
+    def _pair(self, g, k):
+        """Basis rows of metallicities ``k`` and ``k + 1`` stacked, or None (built on first use).
+
+        One GEMM with both (twice the inner dimension) runs ~1.5x faster
+        than two GEMMs and a sum.
+        """
+        key = (g, k)
+        if key not in self._pairs:
+            a, b = self._table(g, k), self._table(g, k + 1)
+            self._pairs[key] = (None if a.basis_rows is None or b.basis_rows is None
+                                else np.concatenate([a.basis_rows, b.basis_rows]))
+        return self._pairs[key]
 
     def fluxes(self, batch, w32, y32, zlo):
         """Band fluxes before ``flux_norm``, (N, len(curves))."""
@@ -200,9 +217,18 @@ class _Lattice:
             for block in np.array_split(sel, self.n_blocks if len(sel) >= 64 else 1):
                 n_age = int(n_ages[block[-1]])
                 ww = w2[block]
-                part = self._table(g, k).apply(ww[:, 0], n_age)
-                part += self._table(g, k + 1).apply(ww[:, 1], n_age)
-                out[block] = part
+                lower, upper = self._table(g, k), self._table(g, k + 1)
+                pair = self._pair(g, k)
+                if pair is not None and lower.through_basis(n_age) and upper.through_basis(n_age):
+                    split = len(lower.basis_rows)
+                    x = np.empty((len(block), len(pair)), dtype=np.float32)
+                    lower.coefficients(ww[:, 0], n_age, x[:, :split])
+                    upper.coefficients(ww[:, 1], n_age, x[:, split:])
+                    out[block] = x @ pair
+                else:
+                    part = lower.apply(ww[:, 0], n_age)
+                    part += upper.apply(ww[:, 1], n_age)
+                    out[block] = part
         return out.reshape(len(w2), self.n_moments, hi - lo)
 
 

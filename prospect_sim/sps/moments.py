@@ -129,46 +129,67 @@ class _GroupTable:
         Bin moments of every age at one metallicity, over the window.
     n_young : int
     tol : float
+    hint : (int or None, int or None)
+        Ranks to start the search for the young and old bases from (those
+        of a neighbouring table: they differ by a few).
     """
 
-    def __init__(self, moments, n_young, tol):
+    def __init__(self, moments, n_young, tol, hint=(None, None)):
         n_age = moments.shape[0]
         flat = np.swapaxes(moments, 1, 2).reshape(n_age, -1)          # moment-major
         self.n_young = n_young
-        self.young = _age_basis(moments[:n_young], tol) if n_young else None
-        self.old = _age_basis(moments[n_young:], tol) if 0 < n_young < n_age else None
+        self.young = _age_basis(moments[:n_young], tol, hint[0]) if n_young else None
+        self.old = (_age_basis(moments[n_young:], tol, hint[1]) if 0 < n_young < n_age
+                    else None)
         young_rows = flat[:n_young] if self.young is None else self.young[1]
         self.rank = len(young_rows) if self.young is not None else 0
         self._n_lead = len(young_rows)          # table rows before the old ages
         self.old_rank = 0 if self.old is None else len(self.old[1])
-        # old ages as they are, and (where it pays) through their basis
+        # old ages as they are; their basis rows are in basis_rows
         self.table = np.concatenate([young_rows, flat[n_young:]]).astype(np.float32)
-        self.table_old = (None if self.old is None else
-                          np.concatenate([young_rows, self.old[1]]).astype(np.float32))
+        self.basis_rows = (None if self.old is None else
+                           np.concatenate([young_rows, self.old[1]]).astype(np.float32))
+
+    def through_basis(self, n_age):
+        """Whether populations up to age ``n_age`` are cheaper through the old basis."""
+        return n_age - self.n_young > self.old_rank > 0
+
+    def coefficients(self, w, n_age, out):
+        """Write ``w[:, :n_age]`` in the coordinates of :attr:`basis_rows` into ``out``.
+
+        For ``n_age`` with :meth:`through_basis`; ``out`` is (n, len(basis_rows)).
+        """
+        lead = self._n_lead
+        if self.young is None:
+            out[:, :lead] = w[:, :lead]
+        else:
+            np.matmul(w[:, :self.n_young], self.young[0], out=out[:, :lead])
+        np.matmul(w[:, self.n_young:n_age], self.old[0][:n_age - self.n_young],
+                  out=out[:, lead:])
+        return out
 
     def apply(self, w, n_age):
         """``w[:, :n_age] @ moments[:n_age]`` as (n, K w), moment-major, float32."""
+        if self.through_basis(n_age):
+            x = np.empty((len(w), len(self.basis_rows)), dtype=np.float32)
+            return self.coefficients(w, n_age, x) @ self.basis_rows
         n_young = min(self.n_young, n_age)
         n_old = n_age - n_young
-        if self.young is None and n_old == 0:
-            return w[:, :n_age] @ self.table[:n_age]
-        through_basis = n_old > self.old_rank > 0
-        width = self.old_rank if through_basis else n_old
-        lead = self._n_lead
-        x = np.empty((len(w), lead + width), dtype=np.float32)
         if self.young is None:
-            x[:, :lead] = w[:, :lead]
-        else:
-            np.matmul(w[:, :n_young], self.young[0][:n_young], out=x[:, :lead])
-        if through_basis:
-            np.matmul(w[:, self.n_young:n_age], self.old[0][:n_old], out=x[:, lead:])
-            return x @ self.table_old
+            return w[:, :n_age] @ self.table[:n_age]
+        lead = self._n_lead
+        x = np.empty((len(w), lead + n_old), dtype=np.float32)
+        np.matmul(w[:, :n_young], self.young[0][:n_young], out=x[:, :lead])
         x[:, lead:] = w[:, self.n_young:n_age]
         return x @ self.table[:lead + n_old]
 
 
-def _age_basis(moments, tol):
+def _age_basis(moments, tol, start=None):
     """``(C, basis)`` with ``moments ~ C @ basis`` to ``tol`` per bin, or None (see :class:`_GroupTable`).
+
+    The rank is the smallest that fits, found by bisection; from ``start``
+    (a guess) the bracket is found by galloping first, in 2-4 checks when
+    the guess is close instead of ~8.
 
     Parameters
     ----------
@@ -191,16 +212,28 @@ def _age_basis(moments, tol):
     _, u = np.linalg.eigh(scaled @ scaled.T)
     u = u[:, ::-1]                                                  # leading first
     coords = u.T @ scaled                                           # (A_b, w K)
-    limit = tol * np.repeat(scale, K, axis=1)
+    limit = tol * np.repeat(scale, K, axis=1) / row[:, None] / col    # in scaled units
 
     def fits(r):
-        return bool(np.all(np.abs(u[:, :r] @ coords[:r] * row[:, None] * col - x) <= limit))
+        return bool(np.all(np.abs(scaled - u[:, :r] @ coords[:r]) <= limit))
 
-    lo, hi = 0, n                            # smallest r that fits, by bisection
+    lo, hi = 0, n                            # lo does not fit (or 0); hi fits (or n)
+    if start is not None and 0 < start < n:
+        step = 1
+        if fits(start):
+            hi = start
+            while hi - step > 0 and fits(hi - step):
+                hi, step = hi - step, 2 * step
+            lo = max(hi - step, 0)
+        else:
+            lo = start
+            while lo + step < n and not fits(lo + step):
+                lo, step = lo + step, 2 * step
+            hi = min(lo + step, n)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(mid) else (mid, hi)
-    if hi >= 0.8 * n or not fits(hi):
+    if hi >= 0.8 * n:                        # (any hi < n has been seen to fit)
         return None
     basis = (coords[:hi] * col).reshape(hi, w, K)
     return ((u[:, :hi] * row[:, None]).astype(np.float32),
