@@ -48,9 +48,6 @@ class _Lattice:
         self.y0 = lya + (k0 + 0.5) * self.delta
         self.n_obs = int(np.ceil((np.log(hi) - self.y0) / self.delta)) + 2
         self.response = self._filter_table()               # (K V, (M+1) B) float32
-        # the same, moment-major (K, V, (M+1) B), for spectra stored as (n, K, w)
-        self._response_q = np.ascontiguousarray(
-            self.response.reshape(self.n_obs, self.n_moments, -1).transpose(1, 0, 2))
         self._jmax = -1                # the rest-frame side is built for the redshifts asked
 
     def _filter_table(self, sub=64):
@@ -157,7 +154,7 @@ class _Lattice:
         """Fluxes of the objects ``rows`` (sorted by ``j``) of shift group ``g``."""
         G, V, K = self.group, self.n_obs, self.n_moments
         lo, hi = self._window(g)
-        spec = self._stellar(w32[rows], zlo[rows], g)                # (n, K, w)
+        spec = self._stellar(w32[rows], zlo[rows], g)                # (n, w, K)
         sub = _Sub(batch, rows)
         wave = self.rest_wave[lo:hi]
         edges = self.rest_edges[lo:hi + 1]
@@ -169,31 +166,27 @@ class _Lattice:
             extra = np.expm1(-tau1)
             spec += _times_linear(ys, extra.astype(np.float32),
                                   (-half1 * (extra + 1.0)).astype(np.float32))
-        trans, slope = _attenuation(sub, wave, edges)
         n_blue = max(0, min(self._n_lya, hi) - lo)
+        igm = None
         if batch.igm and n_blue > 0 and np.any(sub.zred > 0):
             igm = igm_transmission(self.rest_wave[lo:lo + n_blue], sub.zred,
                                    sub.igm_factor).astype(np.float32)
-            trans[:, :n_blue] *= igm
-            slope[:, :n_blue] *= igm
-        spec = _times_linear(spec, trans, slope)
+        _attenuate(spec, sub, wave, edges, igm)
         # place each spectrum at its integer shift and project on all sub-bin offsets
         off = -j - (lo + self.i_min)                 # window column of observed bin 0
         n = len(j)
-        resp = self._response_q
+        resp = self.response                         # (V K, (M+1) B), bin-major rows
         if n >= 4 * G:
-            # rows are sorted by j: per shift and moment one GEMM on a view of the window
-            proj = np.empty((n, resp.shape[2]), dtype=np.float32)
+            # rows are sorted by j: per shift one GEMM on a view of the window
+            proj = np.empty((n, resp.shape[1]), dtype=np.float32)
             cuts = np.flatnonzero(np.r_[True, j[1:] != j[:-1], True])
             for s, e in zip(cuts[:-1], cuts[1:]):
                 o = int(off[s])
-                np.matmul(spec[s:e, 0, o:o + V], resp[0], out=proj[s:e])
-                for q in range(1, K):
-                    proj[s:e] += spec[s:e, q, o:o + V] @ resp[q]
+                np.matmul(spec[s:e, o:o + V].reshape(e - s, V * K), resp, out=proj[s:e])
         else:
             idx = np.arange(V)[None, :] + off[:, None]
-            placed = np.take_along_axis(spec, idx[:, None, :], axis=2).reshape(n, -1)
-            proj = placed @ resp.reshape(K * V, -1)
+            placed = np.take_along_axis(spec, idx[:, :, None], axis=1).reshape(n, -1)
+            proj = placed @ resp
         # interpolate linearly between the two sub-bin offsets that bracket the fraction
         proj = proj.reshape(n, self.n_sub + 1, -1)
         pos = f * self.n_sub
@@ -204,7 +197,7 @@ class _Lattice:
         return lo_m + phi * (hi_m - lo_m)
 
     def _stellar(self, w2, zlo, g):
-        """Legendre moments (n, K, w) of sum_a w_a [(1-f) L_lo,a + f L_hi,a] in group ``g``.
+        """Legendre moments (n, w, K) of sum_a w_a [(1-f) L_lo,a + f L_hi,a] in group ``g``.
 
         Per metallicity interval the objects are split in two blocks by the
         oldest age they carry weight at (young populations skip the old
@@ -231,29 +224,42 @@ class _Lattice:
                     part = lower.apply(ww[:, 0], n_age)
                     part += upper.apply(ww[:, 1], n_age)
                     out[block] = part
-        return out.reshape(len(w2), self.n_moments, hi - lo)
+        return out.reshape(len(w2), hi - lo, self.n_moments)
 
 
-def _attenuation(sub, wave, edges):
-    """Diffuse dust transmission within each bin as ``T0 + T1 x``, float32 (n, W) each.
+def _attenuate(spec, sub, wave, edges, igm=None):
+    """Apply the diffuse dust (and IGM) to ``spec`` (n, w, K) in place.
 
-    ``x`` runs from -1 to 1 across the bin; ``T0`` is the transmission at
-    the bin centre and ``T1 = -T0 (tau(hi) - tau(lo)) / 2`` its first-order
-    change (the optical depth is close to linear in ln(lambda) across a bin;
-    neglecting the slope cost up to 8e-4 mag in the rest UV of old, dusty
-    populations).  One curve scaled by ``dust2`` when ``dust_index`` is shared.
+    Within each bin the transmission is ``T0 + T1 x`` (``x`` from -1 to 1):
+    ``T0`` at the bin centre and ``T1 = -T0 (tau(hi) - tau(lo)) / 2`` its
+    first-order change (the optical depth is close to linear in ln(lambda)
+    across a bin; neglecting the slope cost up to 8e-4 mag in the rest UV of
+    old, dusty populations).  When ``dust_index`` is shared, the optical
+    depth is ``dust2`` times one curve and the slope is formed inside the
+    product (:func:`_times_dust`); ``igm`` (n, n_blue) multiplies both terms
+    of the bluest bins.
     """
     index = sub.dust_index
-    if sub.dust_type == 2 or np.all(index == index[0]):
+    shared = sub.dust_type == 2 or np.all(index == index[0])
+    if shared:
         base = diffuse_tau(sub.dust_type, wave, np.ones(1), index[:1])[0]
         half = _half_step(diffuse_tau(sub.dust_type, edges, np.ones(1), index[:1]))[0]
-        dust2 = sub.dust2.astype(np.float32)[:, None]
-        trans = np.exp(-dust2 * base.astype(np.float32)[None, :])
-        return trans, trans * (-dust2 * half.astype(np.float32)[None, :])
-    tau = diffuse_tau(sub.dust_type, wave, sub.dust2, index)
-    half = _half_step(diffuse_tau(sub.dust_type, edges, sub.dust2, index))
-    trans = np.exp(-tau)
-    return trans.astype(np.float32), (-half * trans).astype(np.float32)
+        dust2 = sub.dust2.astype(np.float32)
+        trans = np.exp(-dust2[:, None] * base.astype(np.float32)[None, :])
+        if igm is None:
+            return _times_dust(spec, trans, dust2, half.astype(np.float32))
+        slope = trans * (-dust2[:, None] * half.astype(np.float32)[None, :])
+    else:
+        tau = diffuse_tau(sub.dust_type, wave, sub.dust2, index)
+        half = _half_step(diffuse_tau(sub.dust_type, edges, sub.dust2, index))
+        trans = np.exp(-tau)
+        slope = (-half * trans).astype(np.float32)
+        trans = trans.astype(np.float32)
+    if igm is not None:
+        n_blue = igm.shape[1]
+        trans[:, :n_blue] *= igm
+        slope[:, :n_blue] *= igm
+    return _times_linear(spec, trans, slope)
 
 
 def _half_step(values_at_edges):
@@ -261,37 +267,51 @@ def _half_step(values_at_edges):
     return 0.5 * (values_at_edges[..., 1:] - values_at_edges[..., :-1])
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _product(c, i, a, b):
+    """Bin ``i`` of ``c`` (w, K) times ``a + b x``, in place (see :func:`_times_linear`)."""
+    n_mom = c.shape[1]
+    if n_mom == 1:
+        c[i, 0] *= a
+    elif n_mom == 2:
+        x0, x1 = c[i, 0], c[i, 1]
+        c[i, 0] = a * x0 + b * x1 * np.float32(1 / 3)
+        c[i, 1] = a * x1 + b * x0
+    else:
+        x0, x1, x2 = c[i, 0], c[i, 1], c[i, 2]
+        c[i, 0] = a * x0 + b * x1 * np.float32(1 / 3)
+        c[i, 1] = a * x1 + b * (x0 + np.float32(2 / 5) * x2)
+        c[i, 2] = a * x2 + b * x1 * np.float32(2 / 3)
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _times_linear(spec, t0, t1):
     """Legendre moments of ``spec`` times ``t0 + t1 x`` within each bin, in place.
 
-    ``spec`` (n, K, W) holds ``sum_q c_q P_q(x)`` per bin; with
+    ``spec`` (n, W, K) holds ``sum_q c_q P_q(x)`` per bin; with
     ``x P0 = P1``, ``x P1 = (P0 + 2 P2)/3`` and ``x P2 = (2 P1 + 3 P3)/5``
     the product's first K coefficients follow (the P3 part is dropped; for
     K = 1 the slope has nothing to act on and only ``t0`` is applied).
     ``t0`` and ``t1`` are (n, W) float32.  Returns ``spec``.
     """
-    n_rows, n_mom, width = spec.shape
-    third, two_fifths, two_thirds = np.float32(1 / 3), np.float32(2 / 5), np.float32(2 / 3)
-    for n in range(n_rows):
-        a, b = t0[n], t1[n]
-        if n_mom == 1:
-            c0 = spec[n, 0]
-            for i in range(width):
-                c0[i] *= a[i]
-        elif n_mom == 2:
-            c0, c1 = spec[n, 0], spec[n, 1]
-            for i in range(width):
-                x0, x1 = c0[i], c1[i]
-                c0[i] = a[i] * x0 + b[i] * x1 * third
-                c1[i] = a[i] * x1 + b[i] * x0
-        else:
-            c0, c1, c2 = spec[n, 0], spec[n, 1], spec[n, 2]
-            for i in range(width):
-                x0, x1, x2 = c0[i], c1[i], c2[i]
-                c0[i] = a[i] * x0 + b[i] * x1 * third
-                c1[i] = a[i] * x1 + b[i] * (x0 + two_fifths * x2)
-                c2[i] = a[i] * x2 + b[i] * x1 * two_thirds
+    for n in range(spec.shape[0]):
+        c, a, b = spec[n], t0[n], t1[n]
+        for i in range(spec.shape[1]):
+            _product(c, i, a[i], b[i])
+    return spec
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _times_dust(spec, trans, dust2, half):
+    """:func:`_times_linear` with ``t0 = trans`` and ``t1 = -trans dust2 half`` formed here.
+
+    ``trans`` (n, W), ``dust2`` (n,), ``half`` (W,): half the change of the
+    unit optical depth across each bin, all float32.
+    """
+    for n in range(spec.shape[0]):
+        c, a, d = spec[n], trans[n], -dust2[n]
+        for i in range(spec.shape[1]):
+            _product(c, i, a[i], a[i] * d * half[i])
     return spec
 
 

@@ -136,7 +136,7 @@ class _GroupTable:
 
     def __init__(self, moments, n_young, tol, hint=(None, None)):
         n_age = moments.shape[0]
-        flat = np.swapaxes(moments, 1, 2).reshape(n_age, -1)          # moment-major
+        flat = moments.reshape(n_age, -1)                             # bin-major
         self.n_young = n_young
         self.young = _age_basis(moments[:n_young], tol, hint[0]) if n_young else None
         self.old = (_age_basis(moments[n_young:], tol, hint[1]) if 0 < n_young < n_age
@@ -169,7 +169,7 @@ class _GroupTable:
         return out
 
     def apply(self, w, n_age):
-        """``w[:, :n_age] @ moments[:n_age]`` as (n, K w), moment-major, float32."""
+        """``w[:, :n_age] @ moments[:n_age]`` as (n, w K), bin-major, float32."""
         if self.through_basis(n_age):
             x = np.empty((len(w), len(self.basis_rows)), dtype=np.float32)
             return self.coefficients(w, n_age, x) @ self.basis_rows
@@ -198,8 +198,8 @@ def _age_basis(moments, tol, start=None):
     Returns
     -------
     C : ndarray of shape (A_b, r), float32
-    basis : ndarray of shape (r, K w), float32
-        Moment-major, as :class:`_GroupTable` stores its rows.
+    basis : ndarray of shape (r, w K), float32
+        Bin-major, as :class:`_GroupTable` stores its rows.
     """
     n, w, K = moments.shape
     x = moments.reshape(n, -1).astype(float)
@@ -235,6 +235,5 @@ def _age_basis(moments, tol, start=None):
         lo, hi = (lo, mid) if fits(mid) else (mid, hi)
     if hi >= 0.8 * n:                        # (any hi < n has been seen to fit)
         return None
-    basis = (coords[:hi] * col).reshape(hi, w, K)
     return ((u[:, :hi] * row[:, None]).astype(np.float32),
-            np.swapaxes(basis, 1, 2).reshape(hi, -1).astype(np.float32))
+            (coords[:hi] * col).astype(np.float32))

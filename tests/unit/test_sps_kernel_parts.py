@@ -5,7 +5,7 @@
   moments; an exactly low-rank library is found to be so; a full-rank one
   is left dense.
 - ``_times_linear``: Legendre moments of a product against Gauss-Legendre
-  quadrature.
+  quadrature; ``_times_dust`` against it.
 - ``_outlier_fluxes``: the compiled, node-ordered evaluation against a
   plain loop over objects, with and without young (birth-cloud) weights.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from prospect_sim.sps import load_library
 from prospect_sim.sps.moments import _GroupTable, _legendre, _age_basis
-from prospect_sim.sps.lattice import _Lattice, _times_linear
+from prospect_sim.sps.lattice import _Lattice, _times_dust, _times_linear
 from prospect_sim.sps.outliers import _outlier_fluxes
 from prospect_sim.sps.photometry import PhotometryKernel
 
@@ -45,17 +45,17 @@ def test_group_table_keeps_every_bin_within_its_tolerance(kernel, g, k):
     n_age = len(moments)
     w = rng.random((200, n_age)) * (rng.random((200, n_age)) < 0.7)
     w[:50, 100:] = 0.0                                       # young-only populations
-    exact = np.einsum("na,awq->nqw", w, moments)             # moment-major
+    exact = np.einsum("na,awq->nwq", w, moments)             # bin-major
     # young only; old ages as they are (fewer than the old basis's rank); old basis
     for n_use in (lat.n_young - 5, lat.n_young + table.old_rank - 1, n_age):
         got = table.apply(w.astype(np.float32), n_use).reshape(exact.shape)
-        want = np.einsum("na,awq->nqw", w[:, :n_use], moments[:n_use])
+        want = np.einsum("na,awq->nwq", w[:, :n_use], moments[:n_use])
         # each age's every moment is kept within tol of that bin's mean c0 (>= 0),
         # so a sum with weights >= 0 is within tol * sum(w c0); float32 adds ~1e-6
         bound = (lat.young_tol * np.einsum("na,aw->nw", w[:, :n_use], moments[:n_use, :, 0])
-                 [:, None, :] + 2e-6 * np.abs(want).max(axis=2, keepdims=True))
+                 [:, :, None] + 2e-6 * np.abs(want).max(axis=1, keepdims=True))
         assert np.all(np.abs(got - want) <= bound)
-    assert np.all(exact[:, 0] > 0)                            # bin means of real spectra
+    assert np.all(exact[..., 0] > 0)                            # bin means of real spectra
 
 
 def test_age_basis_finds_an_exact_low_rank():
@@ -65,8 +65,8 @@ def test_age_basis_finds_an_exact_low_rank():
     moments = np.einsum("as,swq->awq", mix, shapes)
     coef, basis = _age_basis(moments, 1e-5)
     assert len(basis) == 3
-    back = (coef.astype(float) @ basis).reshape(30, 3, 40)   # moment-major
-    assert np.allclose(back, np.swapaxes(moments, 1, 2), rtol=1e-5)
+    back = (coef.astype(float) @ basis).reshape(30, 40, 3)   # bin-major
+    assert np.allclose(back, moments, rtol=1e-5)
 
 
 def test_age_basis_leaves_a_full_rank_block_dense():
@@ -75,7 +75,7 @@ def test_age_basis_leaves_a_full_rank_block_dense():
     table = _GroupTable(moments.astype(np.float32), 12, 1e-5)
     assert table.rank == 0
     w = np.ones((2, 12), dtype=np.float32)
-    assert np.allclose(table.apply(w, 12), (w @ np.swapaxes(moments, 1, 2).reshape(12, -1)),
+    assert np.allclose(table.apply(w, 12), (w @ moments.reshape(12, -1)),
                        rtol=1e-5)
 
 
@@ -83,19 +83,29 @@ def test_age_basis_leaves_a_full_rank_block_dense():
 def test_times_linear_matches_quadrature(n_moments):
     rng = np.random.default_rng(n_moments)
     n, width = 4, 7
-    spec = rng.normal(size=(n, n_moments, width)).astype(np.float32)
+    spec = rng.normal(size=(n, width, n_moments)).astype(np.float32)      # bin-major
     t0 = rng.random((n, width)).astype(np.float32)
     t1 = (0.2 * rng.normal(size=(n, width))).astype(np.float32)
     x, wq = np.polynomial.legendre.leggauss(8)
-    values = sum(spec[:, q, :, None].astype(float) * _legendre(q, x) for q in range(n_moments))
+    values = sum(spec[:, :, q, None].astype(float) * _legendre(q, x) for q in range(n_moments))
     if n_moments == 1:          # documented: the slope has nothing to act on
         product = values * t0[..., None]
     else:
         product = values * (t0[..., None] + t1[..., None] * x)
     want = np.stack([(2 * q + 1) / 2 * (product * _legendre(q, x) * wq).sum(-1)
-                     for q in range(n_moments)], axis=1)
+                     for q in range(n_moments)], axis=2)
     got = _times_linear(spec.copy(), t0, t1)
     assert np.allclose(got, want, atol=1e-5)
+
+
+def test_times_dust_forms_the_slope_as_documented():
+    rng = np.random.default_rng(5)
+    spec = rng.normal(size=(6, 9, 3)).astype(np.float32)
+    trans = rng.random((6, 9)).astype(np.float32)
+    dust2 = rng.random(6).astype(np.float32)
+    half = (0.1 * rng.normal(size=9)).astype(np.float32)
+    want = _times_linear(spec.copy(), trans, -trans * dust2[:, None] * half[None, :])
+    assert np.allclose(_times_dust(spec.copy(), trans, dust2, half), want, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("with_young", [False, True])
