@@ -35,7 +35,10 @@ log = logging.getLogger(__name__)
 #: Unit-cube designs of ``--design``.
 DESIGNS = ("random", "sobol", "lhs")
 #: Rows per chunk unless ``--chunk_size`` says otherwise (a power of 2 suits Sobol).
-DEFAULT_CHUNK_SIZE = 8192
+#: Larger chunks read the sps's tables once for more objects: with two
+#: workers sharing the cores' caches, 16,384 ran 5-10% faster than 8,192
+#: and as fast as 32,768 (paired A/B, two processes at once).
+DEFAULT_CHUNK_SIZE = 16384
 #: Paths of ``--forward``.
 FORWARD_PATHS = ("auto", "fast", "reference")
 
@@ -44,9 +47,11 @@ def add_arguments(parser):
     """Add the flags of ``--simulate`` (``--n_samples``, ``--seed``,
     ``--resume``, ``--simfile`` are the command line's own)."""
     group = parser.add_argument_group("--simulate options")
-    group.add_argument("--chunk_size", type=int, default=DEFAULT_CHUNK_SIZE,
+    group.add_argument("--chunk_size", type=int, default=None,
                        help="rows per chunk: the unit of work, of checkpointing and of "
-                            "the random streams (changing it changes the draws)")
+                            "the random streams (changing it changes the draws); "
+                            f"default {DEFAULT_CHUNK_SIZE:,}, or the file's own with "
+                            "--resume")
     group.add_argument("--design", choices=DESIGNS, default="random",
                        help="unit-cube design per chunk: iid uniform, or scrambled "
                             "Sobol / Latin hypercube (scipy.stats.qmc)")
@@ -152,8 +157,9 @@ class _Settings:
     def __init__(self, run_params):
         from .errors import UsageError
         self.n_samples = _positive_int(run_params.get("n_samples"), "--n_samples")
-        self.chunk_size = _positive_int(run_params.get("chunk_size", DEFAULT_CHUNK_SIZE),
-                                        "--chunk_size")
+        chunk_size = run_params.get("chunk_size")
+        self.chunk_size = (None if chunk_size is None               # resolved by run()
+                           else _positive_int(chunk_size, "--chunk_size"))
         seed = run_params.get("seed")
         seed = 0 if seed is None else seed
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -217,6 +223,8 @@ def run(ingredients, pool):
     run_params = ingredients.run_params
     settings = _Settings(run_params)
     path = outputs.path_for(run_params, "sims")
+    if settings.chunk_size is None:
+        settings.chunk_size = _default_chunk_size(path, settings)
     sps, obs = ingredients.sps, ingredients.obs
     if obs.get("filters") is None or len(obs["filters"]) == 0:
         raise SimulationError(f"{ingredients.paramfile.name}: build_obs returned no "
@@ -262,6 +270,22 @@ def run(ingredients, pool):
         total_invalid = earlier_invalid + invalid
         _summary(store, path, path_used, sps, pool, done_rows, elapsed, total_invalid)
     return path
+
+
+def _default_chunk_size(path, settings):
+    """``--chunk_size`` when not given: the file's own on ``--resume``, else the default.
+
+    So a file made with another default (8,192 before 2026-12-03) resumes as
+    it was made.
+    """
+    from .store import SimulationStore
+    if settings.resume and os.path.exists(path):
+        try:
+            with SimulationStore(path, "r") as store:
+                return store.chunk_size
+        except Exception:  # noqa: BLE001 - _open_store reports what is wrong with the file
+            pass
+    return DEFAULT_CHUNK_SIZE
 
 
 def _rows(store, k):

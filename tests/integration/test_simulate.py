@@ -178,6 +178,17 @@ def test_extending_equals_a_run_at_the_final_size(tmp_path):
     assert all(before[k].tobytes() == v.tobytes() for k, v in datasets(grown).items())
 
 
+def test_resume_without_chunk_size_keeps_the_files_own(tmp_path):
+    # a file made with another chunk size (an older default, say) resumes as it was made
+    direct, grown = tmp_path / "direct.h5", tmp_path / "grown.h5"
+    assert simulate(direct, "--n_samples", 2600, "--chunk_size", 700)[0] == 0
+    assert simulate(grown, "--n_samples", 1400, "--chunk_size", 700)[0] == 0
+    assert simulate(grown, "--n_samples", 2600, "--resume")[0] == 0
+    assert_same_data(direct, grown)
+    with SimulationFiles(grown) as (store,):
+        assert store.chunk_size == 700
+
+
 @pytest.mark.parametrize("design", ["sobol", "lhs"])
 def test_quasi_random_designs_are_reproducible_per_chunk(tmp_path, design):
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
