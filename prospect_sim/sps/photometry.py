@@ -25,21 +25,22 @@ spacing ``delta`` shared by the rest and observed frames:
 2. per batch: SFH and metallicity weights (the same :class:`SpectralKernel`
    code as the per-object path), in float32 with the linear-in-log-Z
    interpolation folded in (``(N, 2, A)``), with the surviving mass
-   fraction and mass-weighted age from the same weights; objects sorted by
-   redshift into groups of ``group`` lattice shifts that share a window of
-   rest-frame bins; per group, metallicity interval and block of objects
-   (two blocks, by the oldest age that carries weight) two float32 GEMMs
-   ``(n, A') x (A', K W)`` give the stellar coefficients (a third of the
-   time), where the SSPs younger than ``young_age`` enter through a
-   low-rank basis (:class:`.moments._GroupTable`: about 45 rows instead of 115 for
-   BC03) and the older ones up to the block's oldest weighted age as they
-   are; the diffuse dust, as its value and slope across each bin, and
-   birth-cloud dust multiply them in Legendre space
-   (:func:`.lattice._times_linear`), the IGM at the bin centres; each object's
-   window is taken at its integer shift (views, one GEMM per shift and
-   moment with ``F``) and the fractional shift interpolates linearly
-   between sub-bin offsets; each outlier adds one dot product of the
-   weights with its interpolated table (:func:`.outliers._outlier_fluxes`);
+   fraction and mass-weighted age from the same weights (one compiled pass,
+   :func:`_pair_rows`); objects sorted by redshift into groups of ``group``
+   lattice shifts that share a window of rest-frame bins; per group and
+   metallicity interval one float32 GEMM ``(n, r) x (r, W K)`` gives the
+   stellar coefficients (about a third of the time): the SSPs younger than
+   ``young_age`` and the older ones each enter through a low-rank basis
+   (:class:`.moments._GroupTable`: for BC03 about 40 rows instead of 115
+   and 60 instead of 106), both metallicities' coefficients against their
+   stacked rows; the diffuse dust, as its value and slope across each bin,
+   and birth-cloud dust multiply them in Legendre space
+   (:func:`.lattice._times_linear`, compiled), the IGM at the bin centres;
+   each object's window is taken at its integer shift (views of the
+   bin-major spectra, one GEMM per shift with ``F``) and the fractional
+   shift interpolates linearly between sub-bin offsets; each outlier adds
+   one dot product of the weights with its interpolated table
+   (:func:`.outliers._outlier_fluxes`, compiled);
 
 3. ``SpecModel.flux_norm`` factors: mass, (1+z), luminosity distance (WMAP9,
    tabulated in z), 10 pc at z=0.
