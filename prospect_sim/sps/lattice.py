@@ -43,6 +43,8 @@ class _Lattice:
         self.y0 = lya + (k0 + 0.5) * self.delta
         self.n_obs = int(np.ceil((np.log(hi) - self.y0) / self.delta)) + 2
         self.response = self._filter_table()               # (K V, (M+1) B) float32
+        # the same transposed, ((M+1) B, V K): one contiguous row per offset and band
+        self._response_t = np.ascontiguousarray(self.response.T)
         self._jmax = -1                # the rest-frame side is built for the redshifts asked
 
     def _filter_table(self, sub=64):
@@ -137,7 +139,8 @@ class _Lattice:
                                                 / self.delta))))
         f = (shift - j).astype(np.float32)
         out = np.empty((n, len(self.curves)))
-        order = np.argsort(j, kind="stable")
+        # by shift group, and within a group by metallicity interval (contiguous GEMM blocks)
+        order = np.lexsort((zlo, j // self.group))
         gid = j[order] // self.group
         starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
         for a, b in zip(starts, np.r_[starts[1:], n]):
@@ -146,8 +149,7 @@ class _Lattice:
         return out
 
     def _group(self, batch, rows, g, j, f, w32, y32, zlo):
-        """Fluxes of the objects ``rows`` (sorted by ``j``) of shift group ``g``."""
-        G, V, K = self.group, self.n_obs, self.n_moments
+        """Fluxes of the objects ``rows`` (by metallicity interval) of shift group ``g``."""
         lo, hi = self._window(g)
         spec = self._stellar(w32, rows, zlo, g)                      # (n, w, K)
         sub = _Sub(batch, rows)
@@ -167,29 +169,11 @@ class _Lattice:
             igm = igm_transmission(self.rest_wave[lo:lo + n_blue], sub.zred,
                                    sub.igm_factor).astype(np.float32)
         _attenuate(spec, sub, wave, edges, igm)
-        # place each spectrum at its integer shift and project on all sub-bin offsets
-        off = -j - (lo + self.i_min)                 # window column of observed bin 0
-        n = len(j)
-        resp = self.response                         # (V K, (M+1) B), bin-major rows
-        if n >= 4 * G:
-            # rows are sorted by j: per shift one GEMM on a view of the window
-            proj = np.empty((n, resp.shape[1]), dtype=np.float32)
-            cuts = np.flatnonzero(np.r_[True, j[1:] != j[:-1], True])
-            for s, e in zip(cuts[:-1], cuts[1:]):
-                o = int(off[s])
-                np.matmul(spec[s:e, o:o + V].reshape(e - s, V * K), resp, out=proj[s:e])
-        else:
-            idx = np.arange(V)[None, :] + off[:, None]
-            placed = np.take_along_axis(spec, idx[:, :, None], axis=1).reshape(n, -1)
-            proj = placed @ resp
-        # interpolate linearly between the two sub-bin offsets that bracket the fraction
-        proj = proj.reshape(n, self.n_sub + 1, -1)
-        pos = f * self.n_sub
-        m = np.minimum(pos.astype(int), self.n_sub - 1)
-        phi = (pos - m)[:, None]
-        lo_m = np.take_along_axis(proj, m[:, None, None], axis=1)[:, 0]
-        hi_m = np.take_along_axis(proj, m[:, None, None] + 1, axis=1)[:, 0]
-        return lo_m + phi * (hi_m - lo_m)
+        # each spectrum at its integer shift, projected at the two sub-bin offsets
+        # that bracket its fraction and interpolated linearly between them
+        out = np.empty((len(j), len(self.curves)))
+        _project(spec, -j - (lo + self.i_min), f * np.float32(self.n_sub), self._response_t, out)
+        return out
 
     def _stellar(self, weights, rows, zlo, g):
         """Legendre moments (n, w, K) of sum_a w_a [(1-f) L_lo,a + f L_hi,a] in group ``g``.
@@ -205,19 +189,20 @@ class _Lattice:
         """
         lo, hi = self._window(g)
         out = np.empty((len(rows), (hi - lo) * self.n_moments), dtype=np.float32)
-        zlo = zlo[rows]
-        for k in np.unique(zlo):
-            block = np.flatnonzero(zlo == k)
+        zlo = zlo[rows]                          # sorted: each interval a slice
+        cuts = np.flatnonzero(np.r_[True, zlo[1:] != zlo[:-1], True])
+        for start, stop in zip(cuts[:-1], cuts[1:]):
+            k, block = int(zlo[start]), slice(start, stop)
             ww = weights[rows[block]]
             n_age = int(np.max(np.nonzero(ww.any(axis=(0, 1)))[0], initial=0)) + 1
             lower, upper = self._table(g, k), self._table(g, k + 1)
             pair = self._pair(g, k)
             if pair is not None and lower.through_basis(n_age) and upper.through_basis(n_age):
                 split = len(lower.basis_rows)
-                x = np.empty((len(block), len(pair)), dtype=np.float32)
+                x = np.empty((stop - start, len(pair)), dtype=np.float32)
                 lower.coefficients(ww[:, 0], n_age, x[:, :split])
                 upper.coefficients(ww[:, 1], n_age, x[:, split:])
-                out[block] = x @ pair
+                np.matmul(x, pair, out=out[block])
             else:
                 part = lower.apply(ww[:, 0], n_age)
                 part += upper.apply(ww[:, 1], n_age)
@@ -263,6 +248,35 @@ def _attenuate(spec, sub, wave, edges, igm=None):
 def _half_step(values_at_edges):
     """Half the change of a quantity across each bin, from its values at the W + 1 edges."""
     return 0.5 * (values_at_edges[..., 1:] - values_at_edges[..., :-1])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _project(spec, offset, pos, response_t, out):
+    """Band fluxes of spectra placed at their shifts: ``out`` (n, B).
+
+    Object ``n``'s observed bins are window columns ``offset[n]`` on of
+    ``spec[n]`` (w, K); its flux in band ``b`` is the product of those
+    ``V K`` numbers with the filter rows (``response_t``, ((M+1) B, V K))
+    at the two sub-bin offsets ``m`` and ``m + 1`` that bracket ``pos[n]``
+    (the fractional shift times M), interpolated linearly.  Two dot
+    products per band instead of a GEMM over all M + 1 offsets (4.5x the
+    arithmetic), and the rows need no sorting by shift.
+    """
+    n_bands = out.shape[1]
+    n_sub = response_t.shape[0] // n_bands - 1
+    width = response_t.shape[1]
+    n_mom = spec.shape[2]
+    for n in range(spec.shape[0]):
+        window = spec[n].reshape(-1)[offset[n] * n_mom:offset[n] * n_mom + width]
+        m = min(int(pos[n]), n_sub - 1)
+        phi = pos[n] - m
+        for b in range(n_bands):
+            lo_row, hi_row = response_t[m * n_bands + b], response_t[(m + 1) * n_bands + b]
+            lo, hi = np.float32(0.0), np.float32(0.0)
+            for i in range(width):
+                lo += window[i] * lo_row[i]
+                hi += window[i] * hi_row[i]
+            out[n, b] = lo + phi * (hi - lo)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
