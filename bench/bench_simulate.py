@@ -78,7 +78,8 @@ def in_process(n_ref, chunk):
     ref, _ = forward.predict_batch(model, sps, obs, ref_theta, path="reference")
     out["reference"] = _rate(n_ref, time.process_time() - t)
 
-    forward.predict_batch(model, sps, obs, theta[:64], path="fast")      # warm-up (tables)
+    # warm-up: the tables of every redshift group the chunk reaches (as simulate.prepare)
+    forward.predict_batch(model, sps, obs, theta, path="fast")
     t = time.process_time()
     fast, extras = forward.predict_batch(model, sps, obs, theta, path="fast")
     out["fast_1proc"] = _rate(chunk, time.process_time() - t)
@@ -152,12 +153,14 @@ def digest(path):
 
 
 def main():
+    from prospect_sim import simulate
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n_samples", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--n_reference", type=int, default=300,
                         help="objects through the per-object path")
-    parser.add_argument("--chunk", type=int, default=8192, help="rows of the in-process chunk")
+    parser.add_argument("--chunk", type=int, default=simulate.DEFAULT_CHUNK_SIZE,
+                        help="rows of the in-process chunk")
     parser.add_argument("--n_determinism", type=int, default=100_000)
     parser.add_argument("--skip_mpi", action="store_true")
     parser.add_argument("--skip_rss", action="store_true")
