@@ -112,11 +112,11 @@ class _GroupTable:
     mean shape, a truncated SVD (from the eigenvectors of the age-age Gram
     matrix) keeps the moments ``M ~ C @ basis`` with every moment of every
     bin within ``tol`` of that bin's mean (``c_0``), for each age, so a
-    population's band fluxes move by at most ``tol`` (measured on the demo:
-    3e-7 mag for ``tol=1e-4``).  A weight vector then costs ``w @ C``
+    population's band fluxes move by at most ``tol`` (measured on 20,000
+    demo draws with both bases at ``tol=1e-4``: 4.5e-6 mag at most).  A weight vector then costs ``w @ C``
     (r numbers) instead of one GEMM row per age.  The young ages (the first
     ``n_young``) and the older ones get a basis each (BC03 in the demo's
-    windows: ranks 37-42 of 115 and 53-71 of 106); one basis for all ages
+    windows: ranks 27-45 of 115 and 37-71 of 106); one basis for all ages
     needs rank 111-153, as the young ultraviolet and the old red light
     share little.  A block's basis is used only where it is smaller than
     the ages it replaces (a population younger than the old block's rank
