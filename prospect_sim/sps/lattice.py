@@ -10,12 +10,11 @@ its accuracy.
 """
 
 import numpy as np
-from numba import njit
 
+from ._compiled import compiled
 from .dust import birth_cloud_tau, diffuse_tau
 from .igm import LYMAN_WAVE, igm_transmission
 from .moments import _GroupTable, _bin_moments, _legendre
-from .sfh import FASTMATH
 
 __all__ = []
 
@@ -250,7 +249,7 @@ def _half_step(values_at_edges):
     return 0.5 * (values_at_edges[..., 1:] - values_at_edges[..., :-1])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@compiled
 def _project(spec, offset, pos, response_t, out):
     """Band fluxes of spectra placed at their shifts: ``out`` (n, B).
 
@@ -279,7 +278,7 @@ def _project(spec, offset, pos, response_t, out):
             out[n, b] = lo + phi * (hi - lo)
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@compiled(inline="always")
 def _product(c, i, a, b):
     """Bin ``i`` of ``c`` (w, K) times ``a + b x``, in place (see :func:`_times_linear`)."""
     n_mom = c.shape[1]
@@ -296,7 +295,7 @@ def _product(c, i, a, b):
         c[i, 2] = a * x2 + b * x1 * np.float32(2 / 3)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@compiled
 def _times_linear(spec, t0, t1):
     """Legendre moments of ``spec`` times ``t0 + t1 x`` within each bin, in place.
 
@@ -313,7 +312,7 @@ def _times_linear(spec, t0, t1):
     return spec
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@compiled
 def _times_dust(spec, trans, dust2, half):
     """:func:`_times_linear` with ``t0 = trans`` and ``t1 = -trans dust2 half`` formed here.
 

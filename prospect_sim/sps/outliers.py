@@ -8,12 +8,11 @@ each filter goes on the coarse lattice (:mod:`.lattice`).
 """
 
 import numpy as np
-from numba import njit
 
+from ._compiled import compiled
 from .dust import birth_cloud_tau_at, diffuse_tau_at
 from .igm import LYMAN_WAVE, igm_transmission
 from .lattice import _Lattice
-from .sfh import FASTMATH
 
 __all__ = []
 
@@ -164,7 +163,7 @@ def _outlier_fluxes(spikes, batch, w32, y32, zlo):
     return np.stack(fluxes, axis=1)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@compiled
 def _node_dots(nodes, node, phi, zlo, weights, order, out):
     """``out[n]``: weights (N, 2, A) dotted with an outlier's table (nodes, Z, A).
 

@@ -63,10 +63,9 @@ R=1000.  ``bench/bench_sps.py`` prints speed and agreement.
 import copy
 
 import numpy as np
-from numba import njit
 
+from ._compiled import compiled
 from .kernel import WEIGHT_FLOOR, SpectralKernel
-from .sfh import FASTMATH
 from .lattice import _JY_AB, _Lattice
 from .outliers import _Spike, _outlier_fluxes, _split_curves
 
@@ -236,7 +235,7 @@ def _pair_weights(weights, zfrac, out=None):
     return out
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@compiled
 def _pair_rows(weights, zlo, zfrac, ssp_mfrac, ages, out, mfrac, mwa):
     """One pass over float64 SSP weights (N, A): the pair weights and two summaries.
 

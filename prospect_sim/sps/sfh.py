@@ -23,7 +23,8 @@ All functions are vectorised over N objects.
 import math
 
 import numpy as np
-from numba import njit
+
+from ._compiled import compiled
 
 __all__ = ["bin_edges", "cumulative_fraction", "ssp_weights", "burst_weights",
            "sfr_average", "PARAMETRIC"]
@@ -53,18 +54,13 @@ def bin_edges(ages):
     return np.concatenate([[0.0], inner, [ages[-1]]])
 
 
-#: LLVM may reorder sums and fuse multiply-adds in the compiled loops, so
-#: that they vectorise (no assumptions about NaN or infinity: those must
-#: pass through as they are).
-FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-
 #: Below this ``a``, ``expm1(a)`` is summed as its series (to a^11/11!:
 #: full double precision); above it, ``exp(a - T) - exp(-T)`` loses at most
 #: one digit to cancellation.
 _SERIES_MAX = 0.1
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@compiled
 def _exponents(edges, rate, big_t, out):
     """``out[n, i] = a - T`` with ``a = min(edges[i] rate[n], T[n])``; ``edges`` (1 or N, E)."""
     shared = edges.shape[0] == 1
@@ -74,7 +70,7 @@ def _exponents(edges, rate, big_t, out):
             row[i] = min(e[i] * r, t) - t
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@compiled
 def _tails(delayed, edges, rate, big_t, scale, x):
     """In place, ``x = exp(a - T)`` (N, E) becomes ``scale [P(T) - P(T - a)]``.
 
@@ -106,23 +102,6 @@ def _parametric_cumulative(delayed, edges, rate, big_t, scale):
     np.exp(x, out=x)
     _tails(delayed, edges, rate, big_t, scale, x)
     return x
-
-
-def _tail(delayed, a, big_t):
-    """``P(T) - P(T - a)`` for (N, E) ``a <= T`` and (N, 1) ``T`` (see :func:`_tails`)."""
-    big_t = np.ascontiguousarray(np.ravel(big_t), dtype=float)
-    ones = np.ones_like(big_t)
-    return _parametric_cumulative(delayed, a, ones, big_t, ones)
-
-
-def _p1_tail(a, big_t):
-    """P1(T) - P1(T - a) with P1(x) = 1 - exp(-x), no overflow."""
-    return _tail(False, a, big_t)
-
-
-def _p2_tail(a, big_t):
-    """P2(T) - P2(T - a) with P2(x) = 1 - (1 + x) exp(-x), no overflow."""
-    return _tail(True, a, big_t)
 
 
 def _p2(x):
@@ -261,7 +240,7 @@ def sfr_average(sfh, timescale, tage=None, tau=None, agebins=None, bin_mass=None
                                bin_mass=bin_mass)[:, 0] / timescale
 
 
-@njit(cache=True)
+@compiled
 def _differences(cum, out):
     """``out[:, :E-1] = diff(cum)`` and zero beyond, for (N, E) ``cum`` and (N, A) ``out``."""
     n_diff = cum.shape[1] - 1

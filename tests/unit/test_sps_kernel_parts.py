@@ -148,13 +148,18 @@ def test_lattice_without_age_basis_is_dense(kernel):
     assert lat._table(0, 0).rank == 0
 
 
-@pytest.mark.parametrize("tail, survival", [
-    ("_p1_tail", lambda x: np.exp(-x)),                  # 1 - P1(x)
-    ("_p2_tail", lambda x: (1 + x) * np.exp(-x)),        # 1 - P2(x)
+@pytest.mark.parametrize("delayed, survival", [
+    (False, lambda x: np.exp(-x)),                       # 1 - P1(x)
+    (True, lambda x: (1 + x) * np.exp(-x)),              # 1 - P2(x)
 ])
-def test_sfh_tails_match_extended_precision_and_never_overflow(tail, survival):
+def test_sfh_tails_match_extended_precision_and_never_overflow(delayed, survival):
     from prospect_sim.sps import sfh
-    func = getattr(sfh, tail)
+
+    def func(a, big_t):            # P(T) - P(T - a) for a <= T: edges a at rate 1, unscaled
+        big_t = np.ravel(big_t)
+        return sfh._parametric_cumulative(delayed, a, np.ones_like(big_t), big_t,
+                                          np.ones_like(big_t))
+
     rng = np.random.default_rng(4)
     big_t = 10**rng.uniform(-2, np.log10(600), 2000)[:, None]
     a = big_t * 10**rng.uniform(-6, 0, (2000, 5))
@@ -162,7 +167,7 @@ def test_sfh_tails_match_extended_precision_and_never_overflow(tail, survival):
     want = survival(t_ld - a_ld) - survival(t_ld)           # 64-bit mantissa
     got = func(a, big_t)
     assert np.allclose(got, want.astype(float), rtol=1e-8, atol=0)
-    # past exp's range the two-exponential form takes over: finite, and the same law
+    # T past exp's range (exp(-T) underflows): still finite and never negative
     huge = np.array([[1000.0], [5000.0]])
     edge = np.array([[1e-3, 1.0, 999.0], [1e-3, 10.0, 4999.0]])
     out = func(edge, huge)
