@@ -211,3 +211,34 @@ def test_float32_weights_hold_zeros_not_denormal_numbers():
     exact = np.stack([weights * (1 - zfrac[:, None]), weights * zfrac[:, None]], axis=1)
     assert np.allclose(paired, exact, rtol=1e-6, atol=WEIGHT_FLOOR)
     assert np.all(paired[exact < WEIGHT_FLOOR / 2] == 0)
+
+
+def test_compiled_loops_run_without_a_writable_cache(tmp_path):
+    """No writable numba cache (read-only install and home): compiled in memory, one warning."""
+    import os
+    import subprocess
+    import sys
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "__pycache__").write_text("a file where numba wants its in-tree cache folder")
+    (code / "loops.py").write_text(
+        "from prospect_sim.sps._compiled import compiled\n"
+        "@compiled\n"
+        "def twice(x):\n"
+        "    return 2.0 * x\n"
+        "@compiled(nogil=True)\n"
+        "def thrice(x):\n"
+        "    return 3.0 * x\n"
+        "print(twice(1.5), thrice(1.5))\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".cache").write_text("a file where numba wants its user-wide cache folder")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
+    env["HOME"] = str(home)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    run = subprocess.run([sys.executable, str(code / "loops.py")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["3.0", "4.5"]
+    assert run.stderr.count("NUMBA_CACHE_DIR") == 1, run.stderr
