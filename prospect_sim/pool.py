@@ -210,11 +210,33 @@ def _one_blas_thread():
     threadpool_limits(limits=1, user_api="blas")
 
 
-def _process_initializer(build):
+def _end_with_master(master):
+    """Linux: have the kernel send this worker SIGTERM when its master ends.
+
+    A master killed outright (``kill -9``, the out-of-memory killer) then
+    takes its workers with it at once and quietly, instead of leaving them
+    to finish their chunk and die on a broken pipe with a traceback.
+    """
+    import signal
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)             # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError) as err:
+        log.debug("cannot ask for a parent-death signal (%s)", err)
+        return
+    if os.getppid() != master:                             # it ended before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _process_initializer(build, master):
     """Start a local worker; ``build`` None: it inherited the master's ingredients (fork)."""
     global _BUILD_ERROR
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_master(master)
     _one_blas_thread()
     if build is None:
         return
@@ -254,7 +276,7 @@ class ProcessPool(_Pool):
         inherit = ctx.get_start_method() == "fork" and _INGREDIENTS is not None
         self.size = int(processes)
         self._pool = ctx.Pool(self.size, initializer=_process_initializer,
-                              initargs=(None if inherit else build,))
+                              initargs=(None if inherit else build, os.getpid()))
         try:
             # every worker reports a failed build with the first task it gets
             self.map(_build_ok, range(self.size))

@@ -166,6 +166,54 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, sig, workers):
     assert_same_data(reference, path)
 
 
+def _children(pid):
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def _running(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"      # a zombie has ended
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux parent-death signal")
+def test_workers_end_quietly_when_the_master_is_killed(tmp_path):
+    path = tmp_path / "killed.h5"
+    cmd = [sys.executable, str(TOY), "--simulate", "--quiet", "--simfile", str(path),
+           "--toy_delay", "2.0", "--workers", "2", "--n_samples", "16000", "--chunk_size", "250"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while _done(path) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert proc.poll() is None and len(workers) == 2, workers
+        proc.kill()                                   # SIGKILL: no handler in the master runs
+        started = time.time()
+        _, err = proc.communicate(timeout=60)         # EOF once the workers have closed stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    while any(_running(w) for w in workers) and time.time() < started + 10:
+        time.sleep(0.05)
+    assert not any(_running(w) for w in workers)
+    # they end on the kernel's signal, not on a broken pipe after their 2 s chunk
+    assert time.time() - started < 1.5
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_extending_equals_a_run_at_the_final_size(tmp_path):
     direct, grown = tmp_path / "direct.h5", tmp_path / "grown.h5"
     assert simulate(direct, "--n_samples", 5300, "--chunk_size", 1000)[0] == 0
