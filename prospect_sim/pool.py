@@ -216,9 +216,11 @@ def _end_with_master(master):
     A master killed outright (``kill -9``, the out-of-memory killer) then
     takes its workers with it at once and quietly, instead of leaving them
     to finish their chunk and die on a broken pipe with a traceback.
+    ``master`` is None where the pool was opened outside the master's main
+    thread: the kernel signals when the forking *thread* ends.
     """
     import signal
-    if not sys.platform.startswith("linux"):
+    if master is None or not sys.platform.startswith("linux"):
         return
     import ctypes
     try:
@@ -229,6 +231,11 @@ def _end_with_master(master):
         return
     if os.getppid() != master:                             # it ended before the call
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _main_thread_pid():
+    import threading
+    return os.getpid() if threading.current_thread() is threading.main_thread() else None
 
 
 def _process_initializer(build, master):
@@ -276,7 +283,7 @@ class ProcessPool(_Pool):
         inherit = ctx.get_start_method() == "fork" and _INGREDIENTS is not None
         self.size = int(processes)
         self._pool = ctx.Pool(self.size, initializer=_process_initializer,
-                              initargs=(None if inherit else build, os.getpid()))
+                              initargs=(None if inherit else build, _main_thread_pid()))
         try:
             # every worker reports a failed build with the first task it gets
             self.map(_build_ok, range(self.size))
