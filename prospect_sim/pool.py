@@ -211,15 +211,21 @@ def _one_blas_thread():
 
 
 def _end_with_master(master):
-    """Linux: have the kernel send this worker SIGTERM when its master ends.
+    """Have this worker end at once, and quietly, when its master ends.
 
-    A master killed outright (``kill -9``, the out-of-memory killer) then
-    takes its workers with it at once and quietly, instead of leaving them
-    to finish their chunk and die on a broken pipe with a traceback.
-    ``master`` is None where the pool was opened outside the master's main
-    thread: the kernel signals when the forking *thread* ends.
+    A master killed outright (``kill -9``, the out-of-memory killer) would
+    otherwise leave its workers to finish their chunk and die on a broken
+    pipe with a traceback.  On Linux the kernel sends the worker SIGTERM
+    when the master ends (a parent-death signal); and on any POSIX system a
+    result written to the dead master's pipe ends the worker by SIGPIPE
+    instead of raising ``BrokenPipeError`` (the kernel closes the pipe an
+    instant before it signals).  ``master`` is None where the pool was
+    opened outside the master's main thread: the parent-death signal comes
+    when the forking *thread* ends.
     """
     import signal
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if master is None or not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -284,6 +290,9 @@ class ProcessPool(_Pool):
         self.size = int(processes)
         self._pool = ctx.Pool(self.size, initializer=_process_initializer,
                               initargs=(None if inherit else build, _main_thread_pid()))
+        # multiprocessing replaces a dead worker silently and waits for ever
+        # for the task it held; these are the workers to watch instead
+        self._workers = list(self._pool._pool)
         try:
             # every worker reports a failed build with the first task it gets
             self.map(_build_ok, range(self.size))
@@ -293,8 +302,8 @@ class ProcessPool(_Pool):
 
     def map(self, func, tasks):
         """Ordered list of ``func(task)`` computed by the workers."""
-        return _unwrap(self._pool.map(_run_task, list(_payloads(func, tasks)), chunksize=1),
-                       "local process")
+        pending = self._pool.map_async(_run_task, list(_payloads(func, tasks)), chunksize=1)
+        return _unwrap(self._get(pending), "local process")
 
     def imap_unordered(self, func, tasks):
         """Results as they are ready, at most ``2 * size`` tasks in flight."""
@@ -303,9 +312,18 @@ class ProcessPool(_Pool):
         for payload in payloads:
             window.append(self._pool.apply_async(_run_task, (payload,)))
             if len(window) >= 2 * self.size:
-                yield _unwrap([window.popleft().get()], "local process")[0]
+                yield _unwrap([self._get(window.popleft())], "local process")[0]
         while window:
-            yield _unwrap([window.popleft().get()], "local process")[0]
+            yield _unwrap([self._get(window.popleft())], "local process")[0]
+
+    def _get(self, pending):
+        """``pending.get()``, raising WorkerError if a worker has died meanwhile."""
+        while not pending.ready():
+            pending.wait(_WATCH_S)
+            for worker in self._workers:
+                if worker.exitcode is not None:
+                    raise WorkerError(_death_text(worker))
+        return pending.get()
 
     def close(self):
         self._pool.close()
@@ -314,6 +332,25 @@ class ProcessPool(_Pool):
     def terminate(self):
         self._pool.terminate()
         self._pool.join()
+
+
+#: Seconds between checks that every local worker is alive, while waiting.
+_WATCH_S = 0.2
+
+
+def _death_text(worker):
+    code = worker.exitcode
+    if code < 0:
+        import signal
+        try:
+            how = f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was killed by signal {-code}"
+        if -code == getattr(signal, "SIGKILL", None):
+            how += " (the out-of-memory killer sends it when memory runs out)"
+    else:
+        how = f"exited with status {code}"
+    return f"local worker process {worker.pid} {how}; the task it held is lost"
 
 
 def _set_worker_exit_status(status):

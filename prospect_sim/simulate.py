@@ -215,9 +215,11 @@ def run(ingredients, pool):
         Bad flags, or an existing file without ``--resume``/``--overwrite``.
     StoreError
         A file that cannot be written, or does not match on ``--resume``.
+    WorkerError
+        A chunk failed or a worker died; the completed chunks are kept.
     """
     from . import forward, outputs
-    from .errors import SimulationError, UsageError
+    from .errors import SimulationError, UsageError, WorkerError
     from .interrupt import interruptible
 
     run_params = ingredients.run_params
@@ -261,6 +263,12 @@ def run(ingredients, pool):
             bar.close()
             log.warning("interrupted: %d chunks of %s are complete and kept; rerun with "
                         "--resume to finish", int(store.chunks_done.sum()), path)
+            raise
+        except WorkerError:
+            bar.close()
+            log.warning("%d chunks of %s are complete and kept; once the cause below is "
+                        "fixed, rerun with --resume to finish", int(store.chunks_done.sum()),
+                        path)
             raise
         finally:
             bar.close()

@@ -6,6 +6,7 @@ seconds. The real demo model is in ``test_simulate_demo.py``.
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -212,6 +213,37 @@ def test_workers_end_quietly_when_the_master_is_killed(tmp_path):
     # they end on the kernel's signal, not on a broken pipe after their 2 s chunk
     assert time.time() - started < 1.5
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_worker_stops_the_run_with_its_chunks_kept(tmp_path):
+    # multiprocessing alone would wait for ever for the chunk the dead worker held
+    path = tmp_path / "worker_killed.h5"
+    args = ["--n_samples", "8000", "--chunk_size", "250"]
+    cmd = [sys.executable, str(TOY), "--simulate", "--simfile", str(path),
+           "--toy_delay", "0.5", "--workers", "2"] + args
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while _done(path) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert proc.poll() is None and len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("prospect_sim: error: local worker process") and "SIGKILL" in last
+    assert "--resume" in err and "Traceback" not in err
+    done = _done(path)
+    assert 2 <= done < 32
+    with SimulationFiles(path) as (store,):
+        assert store.verify()["chunks_done"] == done
+    assert simulate(path, *args, "--resume")[0] == 0
+    assert _done(path) == 32
 
 
 def test_extending_equals_a_run_at_the_final_size(tmp_path):
