@@ -20,8 +20,10 @@ it built itself. A builder must therefore be deterministic given
 
 A task that raises in a worker comes back as an error record; the master
 raises :class:`~prospect_sim.errors.WorkerError` with the worker's message,
-and every rank stops with a non-zero status. mpi4py is imported only when an
-MPI launcher is detected.
+and every rank stops with a non-zero status. A local worker that dies (a
+signal, the out-of-memory killer) raises WorkerError too, instead of leaving
+the master waiting for its task; local workers end with their master.
+mpi4py is imported only when an MPI launcher is detected.
 """
 
 import collections
