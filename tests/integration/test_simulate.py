@@ -5,6 +5,7 @@ analytic sps, so these tests exercise chunks, pool, store and resume in
 seconds. The real demo model is in ``test_simulate_demo.py``.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -189,11 +190,12 @@ def _running(pid):
     return stat.rsplit(")", 1)[1].split()[0] != "Z"      # a zombie has ended
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux parent-death signal")
-def test_workers_end_quietly_when_the_master_is_killed(tmp_path):
-    path = tmp_path / "killed.h5"
-    cmd = [sys.executable, str(TOY), "--simulate", "--quiet", "--simfile", str(path),
-           "--toy_delay", "2.0", "--workers", "2", "--n_samples", "16000", "--chunk_size", "250"]
+@contextlib.contextmanager
+def _two_worker_run(path, delay, *args):
+    """A toy ``--simulate --workers 2`` with ``delay`` s chunks, yielded once 2 chunks
+    are written, with its worker pids; killed on the way out if still running."""
+    cmd = [sys.executable, str(TOY), "--simulate", "--simfile", str(path), "--toy_delay",
+           str(delay), "--workers", "2"] + [str(a) for a in args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
@@ -201,12 +203,19 @@ def test_workers_end_quietly_when_the_master_is_killed(tmp_path):
             time.sleep(0.05)
         workers = _children(proc.pid)
         assert proc.poll() is None and len(workers) == 2, workers
-        proc.kill()                                   # SIGKILL: no handler in the master runs
-        started = time.time()
-        _, err = proc.communicate(timeout=60)         # EOF once the workers have closed stderr
+        yield proc, workers
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux parent-death signal")
+def test_workers_end_quietly_when_the_master_is_killed(tmp_path):
+    args = ["--quiet", "--n_samples", 16000, "--chunk_size", 250]
+    with _two_worker_run(tmp_path / "killed.h5", 2.0, *args) as (proc, workers):
+        proc.kill()                                   # SIGKILL: no handler in the master runs
+        started = time.time()
+        _, err = proc.communicate(timeout=60)         # EOF once the workers have closed stderr
     while any(_running(w) for w in workers) and time.time() < started + 10:
         time.sleep(0.05)
     assert not any(_running(w) for w in workers)
@@ -219,21 +228,10 @@ def test_workers_end_quietly_when_the_master_is_killed(tmp_path):
 def test_a_killed_worker_stops_the_run_with_its_chunks_kept(tmp_path):
     # multiprocessing alone would wait for ever for the chunk the dead worker held
     path = tmp_path / "worker_killed.h5"
-    args = ["--n_samples", "8000", "--chunk_size", "250"]
-    cmd = [sys.executable, str(TOY), "--simulate", "--simfile", str(path),
-           "--toy_delay", "0.5", "--workers", "2"] + args
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while _done(path) < 2 and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        workers = _children(proc.pid)
-        assert proc.poll() is None and len(workers) == 2, workers
+    args = ["--n_samples", 8000, "--chunk_size", 250]
+    with _two_worker_run(path, 0.5, *args) as (proc, workers):
         os.kill(workers[0], signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 2, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("prospect_sim: error: local worker process") and "SIGKILL" in last
