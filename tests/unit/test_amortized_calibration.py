@@ -44,9 +44,9 @@ def test_posterior_matches_the_analytic_one(trained):
     sd = np.sqrt(np.diag(toy.posterior(flux[0])[1]))
     # mean offset averaged over objects: < 0.3 posterior sd; widths within 30% (a flow
     # trained for seconds is still slightly too wide). Measured over training seeds 0-2
-    # on two CPUs (AVX2, AVX-512; torch's float sums differ between them): after 36
-    # epochs offsets 0.07-0.14 sd and widths 1.01-1.06 (AVX-512); after 24, 0.08-0.25 sd
-    # on one CPU but 0.34 sd on the other for seed 0, after 12, 0.34 sd on one seed
+    # on two machines (the training's float sums differ between CPUs): after 36 epochs
+    # offsets 0.07-0.14 sd and widths 1.01-1.06 (the AVX-512 one); after 24, 0.08-0.25 sd
+    # on one machine but 0.34 sd on the other for seed 0; after 12, 0.34 sd on one seed
     assert np.all(np.abs(draws.mean(1) - mu).mean(0) / sd < 0.3)
     np.testing.assert_allclose(draws.std(1).mean(0) / sd, 1.0, atol=0.3)
 
