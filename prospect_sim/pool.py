@@ -5,7 +5,8 @@
 1. schwimmbad's ``MPIPool`` when the program was launched by ``mpiexec`` /
    ``mpirun`` with more than one rank (rank 0 is the master; the other ranks
    build their ingredients, serve tasks and exit, never returning);
-2. local worker processes for ``--workers N`` with N > 1;
+2. local worker processes for ``--workers N`` with N > 1
+   (:class:`~prospect_sim.processes.ProcessPool`);
 3. serial otherwise.
 
 ``build()`` is called once in every process, and the result is what
@@ -20,13 +21,11 @@ it built itself. A builder must therefore be deterministic given
 
 A task that raises in a worker comes back as an error record; the master
 raises :class:`~prospect_sim.errors.WorkerError` with the worker's message,
-and every rank stops with a non-zero status. A local worker that dies (a
-signal, the out-of-memory killer) raises WorkerError too, instead of leaving
-the master waiting for its task; local workers end with their master.
-mpi4py is imported only when an MPI launcher is detected.
+and every rank stops with a non-zero status (a local worker that dies does
+the same: see :mod:`prospect_sim.processes`). mpi4py is imported only when
+an MPI launcher is detected.
 """
 
-import collections
 import contextlib
 import io
 import logging
@@ -38,7 +37,7 @@ import traceback
 
 from .errors import ProspectSimError, WorkerError
 
-__all__ = ["open_pool", "ingredients", "mpi_launched", "launcher_rank", "SerialPool", "ProcessPool",
+__all__ = ["open_pool", "ingredients", "mpi_launched", "launcher_rank", "SerialPool",
            "MPIWorkPool", "dumps_task"]
 
 log = logging.getLogger(__name__)
@@ -82,6 +81,12 @@ def _set_ingredients(ing):
     for name, obj in named.items():
         if obj is not None:
             _PERSISTENT.setdefault(id(obj), name)
+
+
+def _set_build_error(err):
+    """Remember why this worker could not build: its tasks report it to the master."""
+    global _BUILD_ERROR
+    _BUILD_ERROR = _error_text(err)
 
 
 def _resolve(name):
@@ -210,149 +215,6 @@ def _one_blas_thread():
         log.debug("threadpoolctl not installed; BLAS threads left as they are")
         return
     threadpool_limits(limits=1, user_api="blas")
-
-
-def _end_with_master(master):
-    """Have this worker end at once, and quietly, when its master ends.
-
-    A master killed outright (``kill -9``, the out-of-memory killer) would
-    otherwise leave its workers to finish their chunk and die on a broken
-    pipe with a traceback.  On Linux the kernel sends the worker SIGTERM
-    when the master ends (a parent-death signal); and on any POSIX system a
-    result written to the dead master's pipe ends the worker by SIGPIPE
-    instead of raising ``BrokenPipeError`` (the kernel closes the pipe an
-    instant before it signals).  ``master`` is None where the pool was
-    opened outside the master's main thread: the parent-death signal comes
-    when the forking *thread* ends.
-    """
-    import signal
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    if master is None or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)             # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError) as err:
-        log.debug("cannot ask for a parent-death signal (%s)", err)
-        return
-    if os.getppid() != master:                             # it ended before the call
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _main_thread_pid():
-    import threading
-    return os.getpid() if threading.current_thread() is threading.main_thread() else None
-
-
-def _process_initializer(build, master):
-    """Start a local worker; ``build`` None: it inherited the master's ingredients (fork)."""
-    global _BUILD_ERROR
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _end_with_master(master)
-    _one_blas_thread()
-    if build is None:
-        return
-    try:
-        _set_ingredients(build())
-    except Exception as err:  # reported by the first task this worker gets
-        _BUILD_ERROR = _error_text(err)
-
-
-def _build_ok(_):
-    return "built"
-
-
-class ProcessPool(_Pool):
-    """``--workers N`` local processes.
-
-    Where processes are forked (Linux, macOS with fork available) the
-    workers inherit the ingredients the master built (and warmed) before
-    the fork: built once, their arrays shared copy-on-write, no start-up
-    per worker.  Elsewhere (spawn) each worker calls ``build`` itself.
-    Either way tasks carry only small data.
-
-    Parameters
-    ----------
-    processes : int
-        Number of worker processes.
-    build : callable
-        Returns this process's ingredients; called once in each spawned worker.
-    """
-
-    kind = "processes"
-
-    def __init__(self, processes, build):
-        import multiprocessing
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        inherit = ctx.get_start_method() == "fork" and _INGREDIENTS is not None
-        self.size = int(processes)
-        self._pool = ctx.Pool(self.size, initializer=_process_initializer,
-                              initargs=(None if inherit else build, _main_thread_pid()))
-        # multiprocessing replaces a dead worker silently and waits for ever
-        # for the task it held; these are the workers to watch instead
-        self._workers = list(self._pool._pool)
-        try:
-            # every worker reports a failed build with the first task it gets
-            self.map(_build_ok, range(self.size))
-        except BaseException:
-            self.terminate()
-            raise
-
-    def map(self, func, tasks):
-        """Ordered list of ``func(task)`` computed by the workers."""
-        pending = self._pool.map_async(_run_task, list(_payloads(func, tasks)), chunksize=1)
-        return _unwrap(self._get(pending), "local process")
-
-    def imap_unordered(self, func, tasks):
-        """Results as they are ready, at most ``2 * size`` tasks in flight."""
-        window = collections.deque()
-        payloads = _payloads(func, tasks)
-        for payload in payloads:
-            window.append(self._pool.apply_async(_run_task, (payload,)))
-            if len(window) >= 2 * self.size:
-                yield _unwrap([self._get(window.popleft())], "local process")[0]
-        while window:
-            yield _unwrap([self._get(window.popleft())], "local process")[0]
-
-    def _get(self, pending):
-        """``pending.get()``, raising WorkerError if a worker has died meanwhile."""
-        while not pending.ready():
-            pending.wait(_WATCH_S)
-            for worker in self._workers:
-                if worker.exitcode is not None:
-                    raise WorkerError(_death_text(worker))
-        return pending.get()
-
-    def close(self):
-        self._pool.close()
-        self._pool.join()
-
-    def terminate(self):
-        self._pool.terminate()
-        self._pool.join()
-
-
-#: Seconds between checks that every local worker is alive, while waiting.
-_WATCH_S = 0.2
-
-
-def _death_text(worker):
-    code = worker.exitcode
-    if code < 0:
-        import signal
-        try:
-            how = f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            how = f"was killed by signal {-code}"
-        if -code == getattr(signal, "SIGKILL", None):
-            how += " (the out-of-memory killer sends it when memory runs out)"
-    else:
-        how = f"exited with status {code}"
-    return f"local worker process {worker.pid} {how}; the task it held is lost"
 
 
 def _set_worker_exit_status(status):
@@ -592,6 +454,7 @@ def open_pool(run_params, build):
     _set_ingredients(build())
     try:
         if workers > 1:
+            from .processes import ProcessPool
             pool = ProcessPool(workers, build)
             try:
                 yield pool
@@ -608,7 +471,6 @@ def open_pool(run_params, build):
 
 @contextlib.contextmanager
 def _open_mpi(build):
-    global _BUILD_ERROR
     from mpi4py import MPI
     MPIPool = _make_mpi_pool_class()
     comm = MPI.COMM_WORLD
@@ -619,7 +481,7 @@ def _open_mpi(build):
         _set_ingredients(build())
     except Exception as err:  # every rank learns about it below
         error = err
-        _BUILD_ERROR = _error_text(err)
+        _set_build_error(err)
     # one collective step: every rank knows whether every rank could build
     statuses = comm.allgather(None if error is None else
                               (_error_text(error)[0], _exit_status(error)))

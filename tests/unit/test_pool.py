@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prospect_sim import paramfile, pool
+from prospect_sim import paramfile, pool, processes
 from prospect_sim.errors import WorkerError
 
 TOY = Path(__file__).resolve().parents[1] / "mpi" / "toy_params.py"
@@ -94,7 +94,7 @@ def test_worker_that_cannot_build_fails_fast():
 
     pool._set_ingredients(None)
     with pytest.raises(WorkerError, match="RuntimeError: no grid on this worker"):
-        pool.ProcessPool(2, build)
+        processes.ProcessPool(2, build)
 
 
 def test_prospector_partial_pickles_small_and_gives_identical_results():
