@@ -29,16 +29,17 @@ spacing ``delta`` shared by the rest and observed frames:
    :func:`_pair_rows`); objects sorted by redshift into groups of ``group``
    lattice shifts that share a window of rest-frame bins; per group and
    metallicity interval one float32 GEMM ``(n, r) x (r, W K)`` gives the
-   stellar coefficients (about a third of the time): the SSPs younger than
+   stellar coefficients (about half of the time): the SSPs younger than
    ``young_age`` and the older ones each enter through a low-rank basis
    (:class:`.moments._GroupTable`: for BC03 about 40 rows instead of 115
    and 60 instead of 106), both metallicities' coefficients against their
    stacked rows; the diffuse dust, as its value and slope across each bin,
    and birth-cloud dust multiply them in Legendre space
    (:func:`.lattice._times_linear`, compiled), the IGM at the bin centres;
-   each object's window is taken at its integer shift (views of the
-   bin-major spectra, one GEMM per shift with ``F``) and the fractional
-   shift interpolates linearly between sub-bin offsets; each outlier adds
+   each object's window is taken at its integer shift and projected on
+   the filter rows of the two sub-bin offsets that bracket its fractional
+   shift, interpolated linearly (:func:`.lattice._project`, compiled: two
+   dot products per band); each outlier adds
    one dot product of the weights with its interpolated table
    (:func:`.outliers._outlier_fluxes`, compiled);
 
