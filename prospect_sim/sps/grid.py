@@ -20,9 +20,11 @@ import logging
 
 import numpy as np
 
+from ..errors import SPSError
 from .kernel import SpectralKernel
 from .library import load_library
 from .params import normalize
+from . import nebular as _nebular
 from . import sfh as _sfh
 
 __all__ = ["GridSPS"]
@@ -70,7 +72,9 @@ class GridSPS:
     Parameters as in FSPS: ``sfh`` (0, 1, 3, 4), ``tage``, ``tau`` (Gyr),
     ``mass``, ``agebins``, ``logzsol``, ``dust_type`` (0, 2, 4), ``dust2``,
     ``dust_index``, ``dust1``, ``dust1_index``, ``dust_tesc``,
-    ``add_igm_absorption``, ``igm_factor``, ``zred``, ``lumdist``, ``mass_units``.
+    ``add_igm_absorption``, ``igm_factor``, ``zred``, ``lumdist``, ``mass_units``;
+    nebular emission with ``add_neb_emission``, ``add_neb_continuum``,
+    ``gas_logz``, ``gas_logu``, ``nebemlineinspec`` (:mod:`.nebular`).
     """
 
     def __init__(self, library="bc03", wave_range=None, **kwargs):
@@ -82,7 +86,7 @@ class GridSPS:
         self.params = {}
         self._warned = set()
         self._photometry = {}
-        self._last_lines = (np.zeros(0), np.zeros(0))
+        self._last_lines = None
         if kwargs:
             self.update(**kwargs)
 
@@ -132,15 +136,36 @@ class GridSPS:
         merged.update(_squeezed(params))
         batch = normalize(merged, self._library, single=True, warned=self._warned)
         self.params = merged            # kept only once they are valid
-        spec, mfrac = self._kernel.spectra(batch)
+        spec, mfrac, lines = self._kernel.spectra(batch)
         spec = spec[0]
+        line_wave, _ = _nebular.line_list()
+        lines = np.zeros(len(line_wave)) if lines is None else lines[0]
         if batch.mstar:
-            spec = spec / mfrac[0]
+            spec, lines = spec / mfrac[0], lines / mfrac[0]
+        self._last_lines = (line_wave, lines)
         return self._kernel.wave, spec, float(mfrac[0])
 
     def get_galaxy_elines(self):
-        """Emission lines: none (``(wave (0,), lum (0,))``); GridSPS is stellar light only."""
-        return np.zeros(0), np.zeros(0)
+        """Emission lines of the last :meth:`get_galaxy_spectrum` (Prospector's sps interface).
+
+        Returns
+        -------
+        wave : ndarray of shape (L,)
+            Rest-frame Angstrom of the 124 Cloudy lines, increasing (the
+            order of the line table ``SpecModel`` is given, see
+            :mod:`prospect_sim.sps._compat`).
+        lum : ndarray of shape (L,)
+            Attenuated luminosities in Lsun per Msun formed (per Msun of
+            surviving stars when ``mass_units="mstar"``); zeros without
+            ``add_neb_emission``.  With ``nebemlineinspec=True`` (FSPS's
+            default) the lines are also in the spectrum, and ``SpecModel``
+            does not add them again.
+        """
+        if self._last_lines is None:
+            wave, _ = _nebular.line_list()
+            return wave.copy(), np.zeros(len(wave))
+        wave, lum = self._last_lines
+        return wave.copy(), lum.copy()
 
     # -- batched kernels ---------------------------------------------------
     def spectra(self, params):
@@ -161,7 +186,7 @@ class GridSPS:
         mfrac : ndarray of shape (N,)
         """
         batch = normalize(params, self._library, warned=self._warned)
-        spec, mfrac = self._kernel.spectra(batch)
+        spec, mfrac, _ = self._kernel.spectra(batch)
         if batch.mstar:
             spec /= mfrac[:, None]
         return self._kernel.wave, spec, mfrac
@@ -185,7 +210,7 @@ class GridSPS:
         mfrac : ndarray of shape (N,)
         """
         batch = normalize(params, self._library, warned=self._warned)
-        return self._photometry_kernel(filters).photometry(batch)
+        return self._photometry_kernel(filters, batch).photometry(batch)
 
     def photometry_and_properties(self, params, filters):
         """:meth:`photometry` and :meth:`sfh_properties` in one pass (shared SFH weights).
@@ -197,15 +222,30 @@ class GridSPS:
             As :meth:`sfh_properties`.
         """
         batch = normalize(params, self._library, warned=self._warned)
-        maggies, summary = self._photometry_kernel(filters).photometry_and_summary(batch)
+        maggies, summary = self._photometry_kernel(filters, batch).photometry_and_summary(batch)
         return maggies, self._properties(batch, summary["mfrac"], summary["mwa"])
 
-    def _photometry_kernel(self, filters):
+    def _photometry_kernel(self, filters, batch):
+        """The :class:`PhotometryKernel` of ``filters`` and the batch's nebular setting."""
         from .photometry import PhotometryKernel
-        names = tuple(_filter_names(filters))
-        kernel = self._photometry.get(names)
+        nebular = None
+        if batch.nebular:
+            if not np.array_equal(batch.gas_logz, batch.logzsol):
+                raise SPSError(
+                    "The batched photometry needs gas_logz equal to logzsol (as in "
+                    "Prospector's TemplateLibrary['nebular'], where gas_logz depends_on "
+                    "stellar_logzsol); got gas_logz="
+                    f"{batch.gas_logz[:3]}... for logzsol={batch.logzsol[:3]}...: tie them, "
+                    "or predict per object (model.predict).")
+            nebular = self._kernel.nebular_tables(batch.gas_logu[0], batch.neb_continuum)
+        key = (tuple(_filter_names(filters)), None if nebular is None else
+               (nebular.logu, nebular.cont is not None))
+        kernel = self._photometry.get(key)
         if kernel is None:
-            kernel = self._photometry[names] = PhotometryKernel(self._library, filters)
+            if len(self._photometry) > 4:
+                self._photometry.clear()
+            kernel = self._photometry[key] = PhotometryKernel(self._library, filters,
+                                                              nebular=nebular)
         return kernel
 
     def sfh_properties(self, params):

@@ -3,7 +3,8 @@
 :class:`SpectralKernel` sums SSP spectra with SFH weights
 (:mod:`~prospect_sim.sps.sfh`), interpolates linearly in log Z between the
 two bracketing grid metallicities (FSPS ``zcontinuous=1``), attenuates by
-dust (:mod:`~prospect_sim.sps.dust`) and the IGM (:mod:`~prospect_sim.sps.igm`).
+dust (:mod:`~prospect_sim.sps.dust`) and the IGM (:mod:`~prospect_sim.sps.igm`),
+and adds the nebular emission of young stars (:mod:`~prospect_sim.sps.nebular`).
 It works on any wavelength sampling of the library: the native one for
 Prospector's per-object interface, a coarse log-lambda one for the batched
 photometry (:mod:`~prospect_sim.sps.photometry`); the physics is the same code.
@@ -14,6 +15,7 @@ import numpy as np
 from . import sfh as _sfh
 from .dust import birth_cloud_tau, diffuse_tau
 from .igm import LYMAN_WAVE, igm_transmission, line_coefficients
+from . import nebular as _nebular
 
 __all__ = ["SpectralKernel", "WEIGHT_FLOOR", "flush_small"]
 
@@ -64,6 +66,7 @@ class SpectralKernel:
         self._n_lya = int(np.searchsorted(self.wave, LYMAN_WAVE[0], side="right"))
         self._igm_lines = line_coefficients(self.wave[:self._n_lya])
         self._dust_curves = {}
+        self._nebular = {}
 
     # -- weights ---------------------------------------------------------
     def metallicity_weights(self, logzsol):
@@ -89,34 +92,54 @@ class SpectralKernel:
         return (1.0 - zfrac) * per_z[rows, zlo] + zfrac * per_z[rows, zlo + 1]
 
     # -- spectra ---------------------------------------------------------
-    def _sum_ssps(self, weights, zlo, zfrac, n_age=None):
-        """sum_a w_a [(1 - f) L_lo,a + f L_hi,a] as float32 (N, W).
+    def nebular_tables(self, gas_logu, continuum=True):
+        """:class:`~.nebular.NebularTables` on this kernel's wavelengths (cached per value)."""
+        key = (float(gas_logu), bool(continuum))
+        tables = self._nebular.get(key)
+        if tables is None:
+            if len(self._nebular) > 4:
+                self._nebular.clear()
+            tables = self._nebular[key] = _nebular.load_grid().tables(
+                self.library, self.wave, gas_logu, continuum)
+        return tables
 
-        Only the ages up to the oldest one with non-zero weight are read
-        (the grid is 26 MB per metallicity pair at native sampling).
+    def _sum_ssps(self, weights, zlo, zfrac, n_age=None, table=None, dtype=np.float32):
+        """sum_a w_a [(1 - f) T_lo,a + f T_hi,a], (N, X), of a (Z, A, X) table.
+
+        ``table`` is the SSP grid unless given (e.g. nebular lines).  Only
+        the ages up to the oldest one with non-zero weight are read (the
+        grid is 26 MB per metallicity pair at native sampling).
         """
+        table = self.ssp if table is None else table
         if n_age is None:
             n_age = int(np.max(np.nonzero(weights.any(axis=0))[0], initial=0)) + 1
-        out = np.empty((len(weights), self.ssp.shape[2]), dtype=np.float32)
+        n_age = min(n_age, table.shape[1])
+        out = np.zeros((len(weights), table.shape[2]), dtype=dtype)
+        if n_age == 0:
+            return out
         for k in np.unique(zlo):
             rows = np.nonzero(zlo == k)[0]
-            w = weights[rows, :n_age].astype(np.float32)
-            f = zfrac[rows, None].astype(np.float32)
-            part = flush_small(w * (1 - f)) @ self.ssp[k, :n_age]
+            w = weights[rows, :n_age].astype(dtype)
+            f = zfrac[rows, None].astype(dtype)
+            part = flush_small(w * (1 - f)) @ table[k, :n_age].astype(dtype, copy=False)
             if np.any(f > 0):
-                part += flush_small(w * f) @ self.ssp[k + 1, :n_age]
+                part += flush_small(w * f) @ table[k + 1, :n_age].astype(dtype, copy=False)
             out[rows] = part
         return out
 
-    def stellar(self, batch):
-        """Dust-free pieces: (rest, young or None, mfrac, weights).
+    def stellar(self, batch, nebular=None):
+        """Dust-free pieces: (rest, young or None, mfrac, lines or None).
 
         ``young`` is the light of stars younger than ``10**dust_tesc`` yr
         (None when no object has ``dust1 > 0``) and ``rest`` that of all
         other stars (all stars when ``young`` is None); both float32 (N, W)
-        in Lsun/Hz per Msun formed.  Summing them separately (rather than
-        subtracting the young part from the total) keeps the birth-cloud
-        attenuated far UV free of cancellation.
+        in Lsun/Hz per Msun formed, nebular continuum included when
+        ``nebular`` (:class:`~.nebular.NebularTables` on ``self.wave``) has
+        one.  Summing them separately (rather than subtracting the young
+        part from the total) keeps the birth-cloud attenuated far UV free
+        of cancellation.  ``lines`` is ``(total, young)``, the intrinsic
+        line luminosities (N, L) in Lsun per Msun formed (``young`` None
+        without ``dust1``).
         """
         zlo, zfrac = self.metallicity_weights(batch.logzsol)
         weights, young_w = self.age_weights(batch)
@@ -127,7 +150,22 @@ class SpectralKernel:
                 young = self._sum_ssps(young_w, zlo, zfrac, n_age=n_age)
                 rest_w = np.clip(weights - young_w, 0.0, None)
         rest = self._sum_ssps(rest_w, zlo, zfrac)
-        return rest, young, self.surviving_fraction(weights, zlo, zfrac), weights
+        lines = None
+        if nebular is not None:
+            # the ionising stars have the gas metallicity (as in FSPS and bagpipes)
+            glo, gfrac = self.metallicity_weights(batch.gas_logz)
+            n = nebular.n_age
+            if nebular.cont is not None:
+                rest += self._sum_ssps(rest_w[:, :n], glo, gfrac, table=nebular.cont)
+                if young is not None:
+                    young += self._sum_ssps(young_w[:, :n], glo, gfrac, table=nebular.cont)
+            total = self._sum_ssps(weights[:, :n], glo, gfrac, table=nebular.lines,
+                                   dtype=np.float64)
+            young_lines = (None if young_w is None else
+                           self._sum_ssps(young_w[:, :n], glo, gfrac, table=nebular.lines,
+                                          dtype=np.float64))
+            lines = (total, young_lines)
+        return rest, young, self.surviving_fraction(weights, zlo, zfrac), lines
 
     def diffuse_transmission(self, batch, wave=None):
         """exp(-tau_diffuse), float64 (N, W).
@@ -159,7 +197,7 @@ class SpectralKernel:
         return diffuse, birth
 
     def spectra(self, batch):
-        """Rest-frame spectra with dust and IGM.
+        """Rest-frame spectra with nebular emission, dust and IGM.
 
         Parameters
         ----------
@@ -168,17 +206,38 @@ class SpectralKernel:
         Returns
         -------
         spec : ndarray of shape (N, W)
-            Lsun/Hz per Msun formed, rest frame, on ``self.wave``.
+            Lsun/Hz per Msun formed, rest frame, on ``self.wave``; emission
+            lines included when ``batch.lines_in_spec``.
         mfrac : ndarray of shape (N,)
             Surviving stellar mass / mass formed.
+        lines : ndarray of shape (N, L) or None
+            Attenuated emission-line luminosities (Lsun per Msun formed) at
+            :attr:`~.nebular.NebularTables.line_wave`; None without
+            ``add_neb_emission``.
         """
-        rest, young, mfrac, _ = self.stellar(batch)
+        tables = (self.nebular_tables(batch.gas_logu[0], batch.neb_continuum)
+                  if batch.nebular else None)
+        rest, young, mfrac, lines = self.stellar(batch, tables)
         diffuse, birth = self.attenuation(batch)
         spec = rest * diffuse                       # float64
         if young is not None:
             spec += young * (diffuse if birth is None else diffuse * birth)
+        if lines is not None:
+            lines = _nebular.attenuated_lines(tables.line_wave, *lines, batch)
+            if batch.lines_in_spec:
+                self._add_lines(spec, lines, tables.line_wave)
         if batch.igm and np.any(batch.zred > 0) and self._n_lya > 0:
             n = self._n_lya
             spec[:, :n] *= igm_transmission(self.wave[:n], batch.zred, batch.igm_factor,
                                             lines=self._igm_lines)
-        return spec, mfrac
+        return spec, mfrac, lines
+
+    def _add_lines(self, spec, lines, line_wave):
+        """Add line luminosities (N, L), Lsun, to spectra (N, W) in Lsun/Hz, in place.
+
+        Each line goes to the two pixels around it (:func:`~.nebular.line_pixels`).
+        """
+        pixels, share, width = _nebular.line_pixels(self.wave, line_wave)
+        per_hz = share / width * self.wave[pixels]**2 / _nebular.LIGHTSPEED_AA     # (L, 2)
+        np.add.at(spec, (slice(None), pixels.ravel()),
+                  (lines[:, :, None] * per_hz[None]).reshape(len(spec), -1))

@@ -13,17 +13,19 @@ import numpy as np
 
 from ..errors import SPSError
 from .dust import DUST_TYPES
+from .nebular import LOGU_RANGE
 
 __all__ = ["Batch", "normalize", "DEFAULTS"]
 
 #: FSPS defaults of the float parameters GridSPS reads.
 DEFAULTS = {"zred": 0.0, "tage": 1.0, "tau": 1.0, "logzsol": 0.0, "dust2": 0.0,
             "dust1": 0.0, "dust_index": -0.7, "dust1_index": -1.0,
-            "dust_tesc": 7.0, "igm_factor": 1.0, "mass": 1.0}
+            "dust_tesc": 7.0, "igm_factor": 1.0, "mass": 1.0, "gas_logz": 0.0,
+            "gas_logu": -2.0}
 SFH_TYPES = {0: "single burst", 1: "tau", 3: "non-parametric (agebins)", 4: "delayed tau"}
 
 # parameters GridSPS cannot vary: warn once when they ask for something else
-_IGNORED_TRUE = ("add_neb_emission", "add_dust_emission", "add_agb_dust_model")
+_IGNORED_TRUE = ("add_dust_emission", "add_agb_dust_model")
 _IGNORED_NONZERO = ("fagn", "frac_nodust", "frac_obrun", "sigma_smooth_ssp")
 
 
@@ -33,7 +35,10 @@ class Batch:
     ``sfh``, ``dust_type`` are ints; ``bin_mass`` (N, nbin) and ``agebins``
     (N, nbin, 2) only for ``sfh=3``; ``mass`` is the total mass formed (N,);
     ``lumdist`` is None or (N,) Mpc; ``igm`` bool; ``mstar`` whether ``mass``
-    is surviving stellar mass (``mass_units="mstar"``).
+    is surviving stellar mass (``mass_units="mstar"``); ``nebular``,
+    ``neb_continuum``, ``lines_in_spec`` bools (``add_neb_emission``,
+    ``add_neb_continuum``, ``nebemlineinspec``) with ``gas_logz`` and
+    ``gas_logu`` (N,).
     """
 
     def __repr__(self):
@@ -125,10 +130,14 @@ def normalize(params, library, single=False, warned=None):
     if units not in ("mformed", "mstar"):
         raise SPSError(f"mass_units={units!r}: expected 'mformed' or 'mstar'.")
     b.mstar = units == "mstar"
+    b.nebular = bool(_scalar_option(params, "add_neb_emission", False, "add_neb_emission"))
+    b.neb_continuum = b.nebular and bool(_scalar_option(params, "add_neb_continuum", True,
+                                                        "add_neb_continuum"))
+    b.lines_in_spec = bool(_scalar_option(params, "nebemlineinspec", True, "nebemlineinspec"))
     n = b.n = _batch_size(params, b.sfh, single)
 
     for key in ("zred", "tage", "tau", "logzsol", "dust2", "dust1", "dust_index",
-                "dust1_index", "dust_tesc", "igm_factor"):
+                "dust1_index", "dust_tesc", "igm_factor", "gas_logz", "gas_logu"):
         setattr(b, key, _broadcast(params.get(key, DEFAULTS[key]), n, key))
     b.lumdist = None if "lumdist" not in params else _broadcast(params["lumdist"], n, "lumdist")
 
@@ -137,6 +146,13 @@ def normalize(params, library, single=False, warned=None):
     _check_range("zred", b.zred, 0.0, np.inf)
     _check_range("dust2", b.dust2, 0.0, np.inf)
     _check_range("dust1", b.dust1, 0.0, np.inf)
+    if b.nebular:
+        _check_range("gas_logz", b.gas_logz, zlo, zhi)
+        _check_range("gas_logu", b.gas_logu, *LOGU_RANGE)
+        if not np.all(b.gas_logu == b.gas_logu[0]):
+            raise SPSError("gas_logu must be the same for every object of a batch (the "
+                           "nebular tables are built per value); got "
+                           f"{np.unique(b.gas_logu)[:5]}...: split the batch by it.")
     for key in ("dust_index", "dust1_index", "dust_tesc", "igm_factor"):
         _check_range(key, getattr(b, key), -np.inf, np.inf)
     tmax = library.max_age / 1e9

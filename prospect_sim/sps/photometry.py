@@ -66,8 +66,11 @@ import copy
 import numpy as np
 
 from ._compiled import compiled
+from .igm import LYMAN_WAVE, igm_transmission
 from .kernel import WEIGHT_FLOOR, SpectralKernel
 from .lattice import _JY_AB, _Lattice
+from .library import SSPLibrary
+from . import nebular as _nebular
 from .outliers import _Spike, _outlier_fluxes, _split_curves
 
 __all__ = ["PhotometryKernel"]
@@ -108,11 +111,20 @@ class PhotometryKernel:
         SSPs younger than ``young_age`` (yr) enter the GEMMs through a
         low-rank basis that reproduces every bin's moments to ``young_tol``
         of the bin mean (:class:`.moments._GroupTable`); ``young_age=0`` turns it off.
+    nebular : NebularTables or None
+        Nebular emission on the library's wavelengths (gas metallicity equal
+        to the stars'): its continuum is added to the young SSPs before
+        the lattice is built, so it goes wherever stellar light goes; its
+        lines are added per band at their exact positions
+        (:func:`.nebular.line_photometry`).
     """
 
     def __init__(self, library, filters, resolution=200.0, group=16, n_sub=8,
                  n_moments=3, fine_resolution=2000.0, fine_sub=2, fine_moments=1,
-                 outlier=0.15, young_age=1e8, young_tol=1e-4):
+                 outlier=0.15, young_age=1e8, young_tol=1e-4, nebular=None):
+        self.nebular = nebular
+        if nebular is not None and nebular.cont is not None:
+            library = _with_continuum(library, nebular)
         self.library = library
         self.filters = list(getattr(filters, "filters", filters))
         smooth, spikes = _split_curves(self.filters, outlier)
@@ -167,8 +179,41 @@ class PhotometryKernel:
             fluxes = _outlier_fluxes([spike for _, spike in self.fine], batch, w32, y32, zlo)
             for (band, _), flux in zip(self.fine, fluxes.T):
                 out[:, band] += flux
+        if self.nebular is not None:
+            out += self._line_fluxes(batch, w32, y32, zlo)
         out *= self.flux_norm(batch, summary["mfrac"])[:, None]
         return _unsorted(out, order), {k: _unsorted(v, order) for k, v in summary.items()}
+
+    def _line_fluxes(self, batch, w32, y32, zlo):
+        """Band fluxes (N, B) of the emission lines, before ``flux_norm``.
+
+        The line luminosities are the pair weights (stellar metallicity,
+        equal to the gas's) times the line tables, attenuated by
+        :func:`.nebular.attenuated_lines`; lines in the spectrum also see the
+        IGM at their pixels, as the per-object spectrum does.
+        """
+        neb = self.nebular
+        n = neb.n_age
+        lines32 = getattr(self, "_lines32", None)
+        if lines32 is None:
+            lines32 = self._lines32 = neb.lines.astype(np.float32)
+            self._positions = _nebular.line_positions(neb, self.library.wavelengths,
+                                                      batch.lines_in_spec)
+            self._positions_in_spec = batch.lines_in_spec
+        if self._positions_in_spec != batch.lines_in_spec:
+            self._positions = _nebular.line_positions(neb, self.library.wavelengths,
+                                                      batch.lines_in_spec)
+            self._positions_in_spec = batch.lines_in_spec
+        total = _pair_table(w32, zlo, lines32, n)
+        young = None if y32 is None else _pair_table(y32, zlo, lines32, n)
+        lum = _nebular.attenuated_lines(neb.line_wave, total, young, batch)
+        positions, share = self._positions
+        amp = (lum[:, :, None] * share[None]).reshape(batch.n, -1)
+        n_blue = int(np.searchsorted(positions, LYMAN_WAVE[0], side="right"))
+        if batch.lines_in_spec and batch.igm and n_blue and np.any(batch.zred > 0):
+            amp[:, :n_blue] *= igm_transmission(positions[:n_blue], batch.zred,
+                                                batch.igm_factor)
+        return _nebular.line_photometry(positions, amp, batch.zred, self.filters)
 
     def _weights(self, batch, chunk=2048):
         """SSP weights as float32 (N, 2, A) with the metallicity interpolation folded in.
@@ -202,6 +247,27 @@ class PhotometryKernel:
             if need_young:
                 _pair_weights(young, frac, out=y32[sl])
         return w32, y32, zlo, {"mfrac": mfrac, "mwa": mwa}
+
+
+def _with_continuum(library, nebular):
+    """``library`` with the nebular continuum added to the spectra of its young SSPs."""
+    spectra = library.spectra.copy()
+    spectra[:, :nebular.n_age] += nebular.cont
+    return SSPLibrary(library.name, library.ages, library.logzsol, library.wavelengths,
+                      spectra, library.mfrac, imf=library.imf, imf_type=library.imf_type,
+                      isochrones=library.isochrones, spectral_library=library.spectral_library,
+                      mfrac_includes_remnants=library.mfrac_includes_remnants,
+                      zsun=library.zsun)
+
+
+def _pair_table(weights, zlo, table, n_age):
+    """(N, X) float64: sum over the pair and the first ``n_age`` ages of weights (N, 2, A) x table."""
+    out = np.empty((len(weights), table.shape[2]))
+    for k in np.unique(zlo):
+        rows = np.nonzero(zlo == k)[0]
+        w = weights[rows, :, :n_age]
+        out[rows] = w[:, 0] @ table[k, :n_age] + w[:, 1] @ table[k + 1, :n_age]
+    return out
 
 
 def _unsorted(values, order):
