@@ -3,6 +3,7 @@
     python bench/bench_simulate.py                      # the issue's numbers (minutes)
     python bench/bench_simulate.py --n_samples 200000   # quicker
     python bench/bench_simulate.py --skip_mpi --skip_rss
+    python bench/bench_simulate.py --nebular            # the demo with nebular emission
 
 Prints, all measured in this run on this machine (timings are wall-clock and
 noisy on a shared machine; rerun to see the spread):
@@ -59,6 +60,10 @@ def _rate(n, seconds):
     return n / seconds if seconds > 0 else float("nan")
 
 
+#: Extra flags given to the demo parameter file (``--nebular`` adds to it).
+DEMO_FLAGS = []
+
+
 def in_process(n_ref, chunk):
     """Reference vs fast path, and the cost of each step of a chunk."""
     import prospect_sim.sps  # noqa: F401
@@ -66,7 +71,8 @@ def in_process(n_ref, chunk):
     from prospect_sim.paramfile import load
     from prospect_sim.store import SimulationStore
 
-    ing = load(DEMO).build({"sps_library": "grid", "mock_zred": 0.4, "mock_seed": 101})
+    ing = load(DEMO).build({"sps_library": "grid", "mock_zred": 0.4, "mock_seed": 101,
+                            "nebular": "--nebular" in DEMO_FLAGS})
     model, sps, obs = ing.model, ing.sps, ing.obs
     out = {}
 
@@ -121,7 +127,8 @@ def in_process(n_ref, chunk):
 
 def run_simulate(n, workers, simfile, mpi=False, rss=False):
     """One ``--simulate`` run as a new process; wall seconds, rate, RSS (MB)."""
-    args = ["--simulate", "--n_samples", str(n), "--simfile", str(simfile), "--overwrite"]
+    args = ["--simulate", "--n_samples", str(n), "--simfile", str(simfile),
+            "--overwrite"] + DEMO_FLAGS
     if workers > 1 and not mpi:
         args += ["--workers", str(workers)]
     if mpi:
@@ -164,10 +171,14 @@ def main():
     parser.add_argument("--n_determinism", type=int, default=100_000)
     parser.add_argument("--skip_mpi", action="store_true")
     parser.add_argument("--skip_rss", action="store_true")
+    parser.add_argument("--nebular", action="store_true",
+                        help="the demo model with nebular emission (demo_params.py --nebular)")
     opts = parser.parse_args()
+    if opts.nebular:
+        DEMO_FLAGS.append("--nebular")
     n = opts.n_samples
 
-    print(f"bench_simulate on {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f}); "
+    print(f"bench_simulate{' --nebular' if opts.nebular else ''} on {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f}); "
           "wall-clock timings on a shared machine are noisy")
     ip = in_process(opts.n_reference, opts.chunk)
     print(f"\n1. per-object reference path (SpecModel.predict + GridSPS): "

@@ -49,11 +49,19 @@ def add_arguments(parser):
                         help="redshift of the mock galaxy built by build_obs")
     parser.add_argument("--mock_seed", type=int, default=101,
                         help="seed of the noise added to the mock photometry")
+    parser.add_argument("--nebular", action="store_true",
+                        help="add nebular emission (Prospector's TemplateLibrary['nebular'])")
 
 
 def build_model(**run_params):
-    """Delayed-tau model with free redshift, mass, metallicity, dust and SFH."""
+    """Delayed-tau model with free redshift, mass, metallicity, dust and SFH.
+
+    With ``--nebular``, Prospector's nebular template is added (lines and
+    continuum, ``gas_logz`` tied to ``logzsol``, ``gas_logu = -2``).
+    """
     params = TemplateLibrary["parametric_sfh"]
+    if run_params.get("nebular", False):
+        params.update(TemplateLibrary["nebular"])
     params["zred"]["isfree"] = True
     params["zred"]["init"] = run_params.get("mock_zred", 0.4)
     params["zred"]["prior"] = priors.TopHat(mini=ZRED_RANGE[0], maxi=ZRED_RANGE[1])
@@ -86,7 +94,7 @@ def photometric_sigma(maggies):
 
 def build_obs(mock_zred=0.4, mock_seed=101, **run_params):
     """Mock DES photometry of a galaxy with parameters ``TRUTH`` at ``mock_zred``."""
-    model = build_model(mock_zred=mock_zred)
+    model = build_model(mock_zred=mock_zred, nebular=run_params.get("nebular", False))
     sps = build_sps(**run_params)
     truth = dict(TRUTH, zred=mock_zred)
     theta = np.array([truth[name] for name in model.free_params], dtype=float)

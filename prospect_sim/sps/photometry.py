@@ -190,27 +190,39 @@ class PhotometryKernel:
         The line luminosities are the pair weights (stellar metallicity,
         equal to the gas's) times the line tables, attenuated by
         :func:`.nebular.attenuated_lines`; lines in the spectrum also see the
-        IGM at their pixels, as the per-object spectrum does.
+        IGM at their pixels, as the per-object spectrum does.  Only the
+        lines that some band can see at the batch's redshifts are computed
+        (the others contribute exactly zero).
         """
         neb = self.nebular
-        n = neb.n_age
-        lines32 = getattr(self, "_lines32", None)
-        if lines32 is None:
-            lines32 = self._lines32 = neb.lines.astype(np.float32)
-            self._positions = _nebular.line_positions(neb, self.library.wavelengths,
-                                                      batch.lines_in_spec)
-            self._positions_in_spec = batch.lines_in_spec
-        if self._positions_in_spec != batch.lines_in_spec:
-            self._positions = _nebular.line_positions(neb, self.library.wavelengths,
-                                                      batch.lines_in_spec)
-            self._positions_in_spec = batch.lines_in_spec
-        total = _pair_table(w32, zlo, lines32, n)
-        young = None if y32 is None else _pair_table(y32, zlo, lines32, n)
-        lum = _nebular.attenuated_lines(neb.line_wave, total, young, batch)
-        positions, share = self._positions
-        amp = (lum[:, :, None] * share[None]).reshape(batch.n, -1)
+        if getattr(self, "_lines32", None) is None:
+            self._lines32 = neb.lines.astype(np.float32)
+            self._positions = {}
+            self._band_range = (min(f.wavelength[f.transmission > 0].min() for f in self.filters),
+                                max(f.wavelength[f.transmission > 0].max() for f in self.filters))
+        in_spec = bool(batch.lines_in_spec)
+        if in_spec not in self._positions:
+            self._positions[in_spec] = _nebular.line_positions(neb, self.library.wavelengths,
+                                                               in_spec)
+        positions, share = self._positions[in_spec]
+        per_line = share.shape[1]
+        # lines whose positions can fall in a band for some redshift of the batch
+        lo = self._band_range[0] / (1 + float(batch.zred.max()))
+        hi = self._band_range[1] / (1 + float(batch.zred.min()))
+        first = int(np.searchsorted(positions, lo)) // per_line
+        last = -(-int(np.searchsorted(positions, hi, side="right")) // per_line)
+        out = np.zeros((batch.n, len(self.filters)))
+        if last <= first:
+            return out
+        sel = slice(first, last)
+        table = self._lines32[:, :, sel]
+        total = _pair_table(w32, zlo, table, neb.n_age)
+        young = None if y32 is None else _pair_table(y32, zlo, table, neb.n_age)
+        lum = _nebular.attenuated_lines(neb.line_wave[sel], total, young, batch)
+        positions = positions[first * per_line:last * per_line]
+        amp = (lum[:, :, None] * share[None, sel]).reshape(batch.n, -1)
         n_blue = int(np.searchsorted(positions, LYMAN_WAVE[0], side="right"))
-        if batch.lines_in_spec and batch.igm and n_blue and np.any(batch.zred > 0):
+        if in_spec and batch.igm and n_blue and np.any(batch.zred > 0):
             amp[:, :n_blue] *= igm_transmission(positions[:n_blue], batch.zred,
                                                 batch.igm_factor)
         return _nebular.line_photometry(positions, amp, batch.zred, self.filters)
