@@ -4,6 +4,7 @@
     python bench/bench_simulate.py --n_samples 200000   # quicker
     python bench/bench_simulate.py --skip_mpi --skip_rss
     python bench/bench_simulate.py --nebular            # the demo with nebular emission
+    python bench/bench_simulate.py --nebular --dust_emission
 
 Prints, all measured in this run on this machine (timings are wall-clock and
 noisy on a shared machine; rerun to see the spread):
@@ -72,7 +73,8 @@ def in_process(n_ref, chunk):
     from prospect_sim.store import SimulationStore
 
     ing = load(DEMO).build({"sps_library": "grid", "mock_zred": 0.4, "mock_seed": 101,
-                            "nebular": "--nebular" in DEMO_FLAGS})
+                            "nebular": "--nebular" in DEMO_FLAGS,
+                            "dust_emission": "--dust_emission" in DEMO_FLAGS})
     model, sps, obs = ing.model, ing.sps, ing.obs
     out = {}
 
@@ -173,12 +175,14 @@ def main():
     parser.add_argument("--skip_rss", action="store_true")
     parser.add_argument("--nebular", action="store_true",
                         help="the demo model with nebular emission (demo_params.py --nebular)")
+    parser.add_argument("--dust_emission", action="store_true",
+                        help="the demo model with dust emission (demo_params.py --dust_emission)")
     opts = parser.parse_args()
-    if opts.nebular:
-        DEMO_FLAGS.append("--nebular")
+    DEMO_FLAGS.extend(flag for flag, on in (("--nebular", opts.nebular),
+                                            ("--dust_emission", opts.dust_emission)) if on)
     n = opts.n_samples
 
-    print(f"bench_simulate{' --nebular' if opts.nebular else ''} on {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f}); "
+    print(f"bench_simulate {' '.join(DEMO_FLAGS)} on {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f}); "
           "wall-clock timings on a shared machine are noisy")
     ip = in_process(opts.n_reference, opts.chunk)
     print(f"\n1. per-object reference path (SpecModel.predict + GridSPS): "

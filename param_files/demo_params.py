@@ -51,17 +51,24 @@ def add_arguments(parser):
                         help="seed of the noise added to the mock photometry")
     parser.add_argument("--nebular", action="store_true",
                         help="add nebular emission (Prospector's TemplateLibrary['nebular'])")
+    parser.add_argument("--dust_emission", action="store_true",
+                        help="add dust emission with energy balance "
+                             "(Prospector's TemplateLibrary['dust_emission'])")
 
 
 def build_model(**run_params):
     """Delayed-tau model with free redshift, mass, metallicity, dust and SFH.
 
     With ``--nebular``, Prospector's nebular template is added (lines and
-    continuum, ``gas_logz`` tied to ``logzsol``, ``gas_logu = -2``).
+    continuum, ``gas_logz`` tied to ``logzsol``, ``gas_logu = -2``); with
+    ``--dust_emission`` its dust-emission template (Draine & Li 2007,
+    energy balance; the DES bands do not see it, so it costs time only).
     """
     params = TemplateLibrary["parametric_sfh"]
     if run_params.get("nebular", False):
         params.update(TemplateLibrary["nebular"])
+    if run_params.get("dust_emission", False):
+        params.update(TemplateLibrary["dust_emission"])
     params["zred"]["isfree"] = True
     params["zred"]["init"] = run_params.get("mock_zred", 0.4)
     params["zred"]["prior"] = priors.TopHat(mini=ZRED_RANGE[0], maxi=ZRED_RANGE[1])
@@ -94,7 +101,8 @@ def photometric_sigma(maggies):
 
 def build_obs(mock_zred=0.4, mock_seed=101, **run_params):
     """Mock DES photometry of a galaxy with parameters ``TRUTH`` at ``mock_zred``."""
-    model = build_model(mock_zred=mock_zred, nebular=run_params.get("nebular", False))
+    model = build_model(mock_zred=mock_zred, nebular=run_params.get("nebular", False),
+                        dust_emission=run_params.get("dust_emission", False))
     sps = build_sps(**run_params)
     truth = dict(TRUTH, zred=mock_zred)
     theta = np.array([truth[name] for name in model.free_params], dtype=float)

@@ -238,14 +238,21 @@ class GridSPS:
                     f"{batch.gas_logz[:3]}... for logzsol={batch.logzsol[:3]}...: tie them, "
                     "or predict per object (model.predict).")
             nebular = self._kernel.nebular_tables(batch.gas_logu[0], batch.neb_continuum)
-        key = (tuple(_filter_names(filters)), None if nebular is None else
-               (nebular.logu, nebular.cont is not None))
+        dust = None
+        if batch.dust_emission:
+            dust = (self._kernel.absorption_table(batch), self._kernel.dust_template(batch))
+        key = (tuple(_filter_names(filters)),
+               None if nebular is None else (nebular.logu, nebular.cont is not None),
+               None if dust is None else (float(batch.duste_umin[0]),
+                                          float(batch.duste_qpah[0]),
+                                          float(batch.duste_gamma[0])))
         kernel = self._photometry.get(key)
         if kernel is None:
             if len(self._photometry) > 4:
                 self._photometry.clear()
             kernel = self._photometry[key] = PhotometryKernel(self._library, filters,
-                                                              nebular=nebular)
+                                                              nebular=nebular,
+                                                              dust_emission=dust)
         return kernel
 
     def sfh_properties(self, params):

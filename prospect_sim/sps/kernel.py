@@ -15,6 +15,7 @@ import numpy as np
 from . import sfh as _sfh
 from .dust import birth_cloud_tau, diffuse_tau
 from .igm import LYMAN_WAVE, igm_transmission, line_coefficients
+from . import dust_emission as _dust_emission
 from . import nebular as _nebular
 
 __all__ = ["SpectralKernel", "WEIGHT_FLOOR", "flush_small"]
@@ -38,6 +39,16 @@ def flush_small(w32):
     """
     np.putmask(w32, np.abs(w32) < WEIGHT_FLOOR, 0)
     return w32
+
+
+class _Parts:
+    """The pieces :meth:`SpectralKernel.stellar` computes for N objects.
+
+    ``rest``, ``young`` (N, W) float32 or None, ``mfrac`` (N,), ``lines``
+    ``(total, young)`` or None, the SSP ``weights`` and ``young_w`` (N, A)
+    and the stellar (``zlo``, ``zfrac``) and gas (``glo``, ``gfrac``)
+    metallicity brackets.
+    """
 
 
 class SpectralKernel:
@@ -97,7 +108,7 @@ class SpectralKernel:
         key = (float(gas_logu), bool(continuum))
         tables = self._nebular.get(key)
         if tables is None:
-            if len(self._nebular) > 4:
+            if len(self._nebular) > 16:
                 self._nebular.clear()
             tables = self._nebular[key] = _nebular.load_grid().tables(
                 self.library, self.wave, gas_logu, continuum)
@@ -128,44 +139,90 @@ class SpectralKernel:
         return out
 
     def stellar(self, batch, nebular=None):
-        """Dust-free pieces: (rest, young or None, mfrac, lines or None).
+        """Dust-free pieces of N spectra, as a :class:`_Parts`.
 
         ``young`` is the light of stars younger than ``10**dust_tesc`` yr
         (None when no object has ``dust1 > 0``) and ``rest`` that of all
         other stars (all stars when ``young`` is None); both float32 (N, W)
-        in Lsun/Hz per Msun formed, nebular continuum included when
-        ``nebular`` (:class:`~.nebular.NebularTables` on ``self.wave``) has
-        one.  Summing them separately (rather than subtracting the young
-        part from the total) keeps the birth-cloud attenuated far UV free
-        of cancellation.  ``lines`` is ``(total, young)``, the intrinsic
-        line luminosities (N, L) in Lsun per Msun formed (``young`` None
-        without ``dust1``).
+        in Lsun/Hz per Msun formed, nebular continuum included and the
+        ionising photons of the emitting stars removed when ``nebular``
+        (:class:`~.nebular.NebularTables` on ``self.wave``) is given.
+        Summing them separately (rather than subtracting the young part
+        from the total) keeps the birth-cloud attenuated far UV free of
+        cancellation.  ``lines`` is ``(total, young)``, the intrinsic line
+        luminosities (N, L) in Lsun per Msun formed (``young`` None without
+        ``dust1``).
         """
-        zlo, zfrac = self.metallicity_weights(batch.logzsol)
-        weights, young_w = self.age_weights(batch)
-        young, rest_w = None, weights
-        if young_w is not None:
-            n_age = int(np.max(np.nonzero(young_w.any(axis=0))[0], initial=-1)) + 1
+        p = _Parts()
+        p.zlo, p.zfrac = self.metallicity_weights(batch.logzsol)
+        p.weights, p.young_w = self.age_weights(batch)
+        young, rest_w = None, p.weights
+        if p.young_w is not None:
+            n_age = int(np.max(np.nonzero(p.young_w.any(axis=0))[0], initial=-1)) + 1
             if n_age > 0:
-                young = self._sum_ssps(young_w, zlo, zfrac, n_age=n_age)
-                rest_w = np.clip(weights - young_w, 0.0, None)
-        rest = self._sum_ssps(rest_w, zlo, zfrac)
-        lines = None
+                young = self._sum_ssps(p.young_w, p.zlo, p.zfrac, n_age=n_age)
+                rest_w = np.clip(p.weights - p.young_w, 0.0, None)
+        rest = self._sum_ssps(rest_w, p.zlo, p.zfrac)
+        p.lines = None
         if nebular is not None:
             # the ionising stars have the gas metallicity (as in FSPS and bagpipes)
-            glo, gfrac = self.metallicity_weights(batch.gas_logz)
-            n = nebular.n_age
-            if nebular.cont is not None:
-                rest += self._sum_ssps(rest_w[:, :n], glo, gfrac, table=nebular.cont)
-                if young is not None:
-                    young += self._sum_ssps(young_w[:, :n], glo, gfrac, table=nebular.cont)
-            total = self._sum_ssps(weights[:, :n], glo, gfrac, table=nebular.lines,
+            p.glo, p.gfrac = self.metallicity_weights(batch.gas_logz)
+            n, n_ion = nebular.n_age, _nebular.ionising_pixels(self.wave)
+            ionising = self.ssp[:, :n, :n_ion]
+            for part, w in ((rest, rest_w), (young, p.young_w)):
+                if part is None:
+                    continue
+                if n_ion:           # the emitting stars' ionising photons go to the gas
+                    part[:, :n_ion] -= self._sum_ssps(w[:, :n], p.zlo, p.zfrac, table=ionising)
+                    np.maximum(part[:, :n_ion], 0, out=part[:, :n_ion])
+                if nebular.cont is not None:
+                    part += self._sum_ssps(w[:, :n], p.glo, p.gfrac, table=nebular.cont)
+            total = self._sum_ssps(p.weights[:, :n], p.glo, p.gfrac, table=nebular.lines,
                                    dtype=np.float64)
-            young_lines = (None if young_w is None else
-                           self._sum_ssps(young_w[:, :n], glo, gfrac, table=nebular.lines,
-                                          dtype=np.float64))
-            lines = (total, young_lines)
-        return rest, young, self.surviving_fraction(weights, zlo, zfrac), lines
+            young_lines = (None if p.young_w is None else
+                           self._sum_ssps(p.young_w[:, :n], p.glo, p.gfrac,
+                                          table=nebular.lines, dtype=np.float64))
+            p.lines = (total, young_lines)
+        p.rest, p.young = rest, young
+        p.mfrac = self.surviving_fraction(p.weights, p.zlo, p.zfrac)
+        return p
+
+    def dust_luminosity(self, batch, parts):
+        """Luminosity absorbed by dust, (N,) Lsun per Msun formed (:mod:`.dust_emission`)."""
+        table = self.absorption_table(batch)
+        total = self._sum_ssps(parts.weights, parts.zlo, parts.zfrac, table=table.stars,
+                               dtype=np.float64)
+        young = (None if parts.young_w is None else
+                 self._sum_ssps(parts.young_w, parts.zlo, parts.zfrac, table=table.stars,
+                                dtype=np.float64))
+        if table.nebular is not None:
+            n = table.nebular.shape[1]
+            total += self._sum_ssps(parts.weights[:, :n], parts.glo, parts.gfrac,
+                                    table=table.nebular, dtype=np.float64)
+            if young is not None:
+                young += self._sum_ssps(parts.young_w[:, :n], parts.glo, parts.gfrac,
+                                        table=table.nebular, dtype=np.float64)
+        return _dust_emission.absorbed(table.centers, total, young, batch)
+
+    def absorption_table(self, batch):
+        """:class:`~.dust_emission.AbsorptionTables` for the batch's nebular setting (cached)."""
+        key = ("absorption",) + ((float(batch.gas_logu[0]), bool(batch.neb_continuum))
+                                 if batch.nebular else ())
+        table = self._nebular.get(key)
+        if table is None:
+            table = self._nebular[key] = _dust_emission.absorption_tables(
+                self.library.name, key[1:] or None, fallback=self.library)
+        return table
+
+    def dust_template(self, batch):
+        """Unit-luminosity dust emission (W,) in Lsun/Hz on ``self.wave`` (cached per parameters)."""
+        key = ("duste", float(batch.duste_umin[0]), float(batch.duste_qpah[0]),
+               float(batch.duste_gamma[0]))
+        spec = self._nebular.get(key)
+        if spec is None:
+            spec = self._nebular[key] = _dust_emission.load_grid().template_lnu(
+                self.wave, *key[1:])
+        return spec
 
     def diffuse_transmission(self, batch, wave=None):
         """exp(-tau_diffuse), float64 (N, W).
@@ -217,7 +274,8 @@ class SpectralKernel:
         """
         tables = (self.nebular_tables(batch.gas_logu[0], batch.neb_continuum)
                   if batch.nebular else None)
-        rest, young, mfrac, lines = self.stellar(batch, tables)
+        parts = self.stellar(batch, tables)
+        rest, young, mfrac, lines = parts.rest, parts.young, parts.mfrac, parts.lines
         diffuse, birth = self.attenuation(batch)
         spec = rest * diffuse                       # float64
         if young is not None:
@@ -226,6 +284,8 @@ class SpectralKernel:
             lines = _nebular.attenuated_lines(tables.line_wave, *lines, batch)
             if batch.lines_in_spec:
                 self._add_lines(spec, lines, tables.line_wave)
+        if batch.dust_emission:
+            spec += self.dust_luminosity(batch, parts)[:, None] * self.dust_template(batch)
         if batch.igm and np.any(batch.zred > 0) and self._n_lya > 0:
             n = self._n_lya
             spec[:, :n] *= igm_transmission(self.wave[:n], batch.zred, batch.igm_factor,

@@ -35,6 +35,13 @@ the metallicity of the ionising stars, as in FSPS and bagpipes),
 grid values (bagpipes does the same in logU); values outside the grid are
 refused (:mod:`.params`).
 
+Ionising photons
+----------------
+The stars that emit give their ionising photons (shortward of the Lyman
+limit, 911.75 AA) to the gas: the spectra of those SSPs are zero there
+when nebular emission is on (no escape fraction), as in FSPS and bagpipes.
+:func:`ionising_pixels` says how many pixels that is.
+
 Attenuation
 -----------
 Lines and continuum are attenuated like the stars that ionise them: by
@@ -63,9 +70,10 @@ import numpy as np
 from ..errors import SPSError
 from ._compiled import compiled
 from .dust import birth_cloud_tau, diffuse_tau
+from .igm import LYMAN_LIMIT
 
 __all__ = ["LINE_FILE", "CONTINUUM_FILE", "NebularGrid", "NebularTables", "load_grid",
-           "grid_path", "line_list", "line_pixels", "line_positions", "line_photometry",
+           "grid_path", "line_list", "ionising_pixels", "line_pixels", "line_positions", "line_photometry",
            "attenuated_lines", "LOGU_RANGE", "LIGHTSPEED_AA"]
 
 LINE_FILE = "bc03_miles_nebular_line_grids_extended_logU_nograins_cloudy25.fits"
@@ -277,6 +285,11 @@ def _age_weights(grid_ages, ssp_ages):
     out[rows, lo] = 1 - frac
     out[rows, lo + 1] += frac
     return out
+
+
+def ionising_pixels(wave):
+    """Number of (increasing) wavelengths ``wave`` shortward of the Lyman limit."""
+    return int(np.searchsorted(wave, LYMAN_LIMIT, side="right"))
 
 
 def line_pixels(wave, line_wave):

@@ -36,8 +36,13 @@ def _split_curves(filters, outlier):
         w, t = np.asarray(f.wavelength, float), np.asarray(f.transmission, float)
         smooth_t, spike = t.copy(), np.zeros_like(t)
         for _ in range(len(t)):
-            # the worst point first: its neighbours then look normal again
-            resid = smooth_t[1:-1] - 0.5 * (smooth_t[:-2] + smooth_t[2:])
+            # the worst point first: its neighbours then look normal again.  Only a
+            # local extremum (a dip or a peak) is an outlier: a point on a steep
+            # edge (Bessell B at 3800 AA, tabulated every 100 AA) is curvature, which
+            # the coarse lattice integrates exactly, and not a narrow triangle
+            mid = smooth_t[1:-1]
+            extremum = (mid - smooth_t[:-2]) * (mid - smooth_t[2:]) > 0
+            resid = np.where(extremum, mid - 0.5 * (smooth_t[:-2] + smooth_t[2:]), 0.0)
             i = int(np.argmax(np.abs(resid))) if len(resid) else 0
             if not len(resid) or abs(resid[i]) <= outlier * t.max():
                 break

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import SPSError
 from .dust import DUST_TYPES
+from .dust_emission import QPAH_RANGE, UMIN_RANGE
 from .nebular import LOGU_RANGE
 
 __all__ = ["Batch", "normalize", "DEFAULTS"]
@@ -21,11 +22,11 @@ __all__ = ["Batch", "normalize", "DEFAULTS"]
 DEFAULTS = {"zred": 0.0, "tage": 1.0, "tau": 1.0, "logzsol": 0.0, "dust2": 0.0,
             "dust1": 0.0, "dust_index": -0.7, "dust1_index": -1.0,
             "dust_tesc": 7.0, "igm_factor": 1.0, "mass": 1.0, "gas_logz": 0.0,
-            "gas_logu": -2.0}
+            "gas_logu": -2.0, "duste_umin": 1.0, "duste_qpah": 3.5, "duste_gamma": 0.01}
 SFH_TYPES = {0: "single burst", 1: "tau", 3: "non-parametric (agebins)", 4: "delayed tau"}
 
 # parameters GridSPS cannot vary: warn once when they ask for something else
-_IGNORED_TRUE = ("add_dust_emission", "add_agb_dust_model")
+_IGNORED_TRUE = ("add_agb_dust_model",)
 _IGNORED_NONZERO = ("fagn", "frac_nodust", "frac_obrun", "sigma_smooth_ssp")
 
 
@@ -38,7 +39,8 @@ class Batch:
     is surviving stellar mass (``mass_units="mstar"``); ``nebular``,
     ``neb_continuum``, ``lines_in_spec`` bools (``add_neb_emission``,
     ``add_neb_continuum``, ``nebemlineinspec``) with ``gas_logz`` and
-    ``gas_logu`` (N,).
+    ``gas_logu`` (N,); ``dust_emission`` (``add_dust_emission``) with
+    ``duste_umin``, ``duste_qpah``, ``duste_gamma`` (N,).
     """
 
     def __repr__(self):
@@ -134,10 +136,13 @@ def normalize(params, library, single=False, warned=None):
     b.neb_continuum = b.nebular and bool(_scalar_option(params, "add_neb_continuum", True,
                                                         "add_neb_continuum"))
     b.lines_in_spec = bool(_scalar_option(params, "nebemlineinspec", True, "nebemlineinspec"))
+    b.dust_emission = bool(_scalar_option(params, "add_dust_emission", False,
+                                          "add_dust_emission"))
     n = b.n = _batch_size(params, b.sfh, single)
 
     for key in ("zred", "tage", "tau", "logzsol", "dust2", "dust1", "dust_index",
-                "dust1_index", "dust_tesc", "igm_factor", "gas_logz", "gas_logu"):
+                "dust1_index", "dust_tesc", "igm_factor", "gas_logz", "gas_logu",
+                "duste_umin", "duste_qpah", "duste_gamma"):
         setattr(b, key, _broadcast(params.get(key, DEFAULTS[key]), n, key))
     b.lumdist = None if "lumdist" not in params else _broadcast(params["lumdist"], n, "lumdist")
 
@@ -146,6 +151,16 @@ def normalize(params, library, single=False, warned=None):
     _check_range("zred", b.zred, 0.0, np.inf)
     _check_range("dust2", b.dust2, 0.0, np.inf)
     _check_range("dust1", b.dust1, 0.0, np.inf)
+    if b.dust_emission:
+        _check_range("duste_umin", b.duste_umin, *UMIN_RANGE)
+        _check_range("duste_qpah", b.duste_qpah, *QPAH_RANGE)
+        _check_range("duste_gamma", b.duste_gamma, 0.0, 1.0)
+        for key in ("duste_umin", "duste_qpah", "duste_gamma"):
+            value = getattr(b, key)
+            if not np.all(value == value[0]):
+                raise SPSError(f"{key} must be the same for every object of a batch (the dust "
+                               f"emission template is built per value); got "
+                               f"{np.unique(value)[:5]}...: split the batch by it.")
     if b.nebular:
         _check_range("gas_logz", b.gas_logz, zlo, zhi)
         _check_range("gas_logu", b.gas_logu, *LOGU_RANGE)

@@ -70,6 +70,7 @@ from .igm import LYMAN_WAVE, igm_transmission
 from .kernel import WEIGHT_FLOOR, SpectralKernel
 from .lattice import _JY_AB, _Lattice
 from .library import SSPLibrary
+from . import dust_emission as _dust_emission
 from . import nebular as _nebular
 from .outliers import _Spike, _outlier_fluxes, _split_curves
 
@@ -117,14 +118,21 @@ class PhotometryKernel:
         the lattice is built, so it goes wherever stellar light goes; its
         lines are added per band at their exact positions
         (:func:`.nebular.line_photometry`).
+    dust_emission : tuple or None
+        ``(absorption, template)``: :class:`.dust_emission.AbsorptionTables`
+        and the unit-luminosity dust template (Lsun/Hz on the library's
+        wavelengths), whose photometry is tabulated in redshift
+        (:class:`.dust_emission.TemplatePhotometry`) and scaled by each
+        object's absorbed luminosity.
     """
 
     def __init__(self, library, filters, resolution=200.0, group=16, n_sub=8,
                  n_moments=3, fine_resolution=2000.0, fine_sub=2, fine_moments=1,
-                 outlier=0.15, young_age=1e8, young_tol=1e-4, nebular=None):
+                 outlier=0.15, young_age=1e8, young_tol=1e-4, nebular=None,
+                 dust_emission=None):
         self.nebular = nebular
-        if nebular is not None and nebular.cont is not None:
-            library = _with_continuum(library, nebular)
+        if nebular is not None:
+            library = _with_nebular(library, nebular)
         self.library = library
         self.filters = list(getattr(filters, "filters", filters))
         smooth, spikes = _split_curves(self.filters, outlier)
@@ -133,6 +141,15 @@ class PhotometryKernel:
                                young_age, young_tol)
         self.fine = [(b, _Spike(library, c, fine_resolution, fine_sub, fine_moments))
                      for b, c in spikes]
+        self.dust = None
+        if dust_emission is not None:
+            absorption, template = dust_emission
+            table = absorption.stars.copy()
+            if absorption.nebular is not None:          # gas and stars share the metallicity
+                table[:, :absorption.nebular.shape[1]] += absorption.nebular
+            self.dust = (absorption.centers, table,
+                         _dust_emission.TemplatePhotometry(library.wavelengths, template,
+                                                           self.filters))
         self._dl_zmax = -1.0
 
     def _build_distances(self, zmax):
@@ -181,6 +198,13 @@ class PhotometryKernel:
                 out[:, band] += flux
         if self.nebular is not None:
             out += self._line_fluxes(batch, w32, y32, zlo)
+        if self.dust is not None:
+            centers, table, template = self.dust
+            n_age = table.shape[1]
+            total = _pair_table(w32, zlo, table, n_age)
+            young = None if y32 is None else _pair_table(y32, zlo, table, n_age)
+            summary["dust_luminosity"] = _dust_emission.absorbed(centers, total, young, batch)
+            out += summary["dust_luminosity"][:, None] * template(batch.zred)
         out *= self.flux_norm(batch, summary["mfrac"])[:, None]
         return _unsorted(out, order), {k: _unsorted(v, order) for k, v in summary.items()}
 
@@ -261,10 +285,12 @@ class PhotometryKernel:
         return w32, y32, zlo, {"mfrac": mfrac, "mwa": mwa}
 
 
-def _with_continuum(library, nebular):
-    """``library`` with the nebular continuum added to the spectra of its young SSPs."""
+def _with_nebular(library, nebular):
+    """``library`` with its emitting SSPs' ionising light removed and nebular continuum added."""
     spectra = library.spectra.copy()
-    spectra[:, :nebular.n_age] += nebular.cont
+    spectra[:, :nebular.n_age, :_nebular.ionising_pixels(library.wavelengths)] = 0.0
+    if nebular.cont is not None:
+        spectra[:, :nebular.n_age] += nebular.cont
     return SSPLibrary(library.name, library.ages, library.logzsol, library.wavelengths,
                       spectra, library.mfrac, imf=library.imf, imf_type=library.imf_type,
                       isochrones=library.isochrones, spectral_library=library.spectral_library,

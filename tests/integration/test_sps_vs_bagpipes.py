@@ -386,3 +386,109 @@ def test_nebular_photometry_and_lines_match_bagpipes(bagpipes_nebular):
     assert np.abs(dmag).max() < 0.03, "GridSPS - bagpipes (mag), line ratios - 1:\n" + table
     worst = max(abs(v) for lr in line_rows for v in lr.values())
     assert worst < 0.05, "GridSPS / bagpipes line luminosity - 1:\n" + table
+
+
+# --------------------------------------------------------------------------
+# dust emission with energy balance (Draine & Li 2007, the same grids)
+#
+# Conventions reconciled, beyond those of the first test:
+# - **model**: bagpipes ``"dust": {"type": "Calzetti", "Av": 1.086 dust2,
+#   "qpah", "umin", "gamma"}`` against GridSPS ``dust_type=2``,
+#   ``add_dust_emission`` with ``duste_qpah``, ``duste_umin``,
+#   ``duste_gamma``; both scale the template to the luminosity absorbed and
+#   leave the emission unattenuated.
+# - **sampling**: bagpipes integrates the absorbed energy on its own grid,
+#   ``config.R_other = 20`` outside the bands' range by default (a few per
+#   cent off in energy); raised to 1000 in the subprocess, like R_phot.
+# Measured (2026-12-06): DECam r and WISE W1/W2 (stars) within 0.006 mag;
+# the dust-dominated bands (W3 to PACS 160) within 0.007 mag for the three
+# younger cases, and grey offsets of -0.017 (3 Gyr) and -0.044 (6 Gyr, dust2
+# 0.3) for the old, lightly attenuated ones: GridSPS absorbs 1.6% and 4%
+# more energy there.  Not traced yet (the optical agrees to 0.003, and
+# absorption beyond 2.2 um, where the two Calzetti curves differ, is 0.1%
+# of the total); the limit is the issue's 0.05 mag.
+DUST_BANDS = ["decam_r", "wise_w1", "wise_w2", "wise_w3", "wise_w4", "spitzer_mips_24",
+              "herschel_pacs_70", "herschel_pacs_100", "herschel_pacs_160"]
+DUST_CASES = [
+    # (zred, tage Gyr, tau Gyr, Z/Zsun, dust2, log mass, qpah, umin, gamma)
+    (0.05, 3.0, 1.0, 1.0, 0.5, 10.0, 2.50, 1.0, 0.01),
+    (0.1, 1.0, 0.5, 0.4, 1.0, 10.0, 3.90, 3.0, 0.05),
+    (0.2, 6.0, 3.0, 2.5, 0.3, 10.5, 0.47, 0.5, 0.0),
+    (0.3, 2.0, 2.0, 0.2, 1.5, 10.0, 4.58, 10.0, 0.2),
+    (0.5, 1.5, 0.7, 1.0, 0.8, 11.0, 1.77, 2.0, 0.1),
+]
+
+_BAGPIPES_DUST_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import bagpipes
+    from bagpipes import config, utils
+    assert bagpipes.__file__.startswith(sys.argv[3]), bagpipes.__file__
+    config.R_phot = 2000.
+    config.R_other = 1000.
+    filt_list = json.loads(sys.argv[2])
+    out = []
+    for z, tage, tau, zmet, dust2, logm, qpah, umin, gamma in json.loads(sys.argv[1]):
+        comp = {"redshift": z,
+                "delayed": {"age": tage, "tau": tau, "massformed": logm, "metallicity": zmet},
+                "dust": {"type": "Calzetti", "Av": 1.086 * dust2, "qpah": qpah,
+                         "umin": umin, "gamma": gamma}}
+        model = bagpipes.model_galaxy(comp, filt_list=filt_list, phot_units="ergscma")
+        ldist = float(np.interp(z, utils.z_array, utils.ldist_at_z))
+        out.append({"flam": list(map(float, model.photometry)), "ldist_mpc": ldist})
+    print("RESULT" + json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def bagpipes_dust(tmp_path_factory):
+    src = _bagpipes_dir()
+    installed_state = _igm_table_state(src)
+    root = tmp_path_factory.mktemp("bagpipes_copy_dust")
+    _copy_package(src, str(root / "bagpipes"))
+    from sedpy.observate import load_filters
+    filt_dir = tmp_path_factory.mktemp("filters_dust")
+    filt_list, pivots = [], []
+    for f in load_filters(DUST_BANDS):
+        path = str(filt_dir / f"{f.name}.dat")
+        np.savetxt(path, np.column_stack([f.wavelength, f.transmission]))
+        filt_list.append(path)
+        t, w = f.transmission, f.wavelength
+        pivots.append(np.sqrt(np.trapezoid(t * w, w) / np.trapezoid(t / w, w)))
+    env = dict(os.environ, PYTHONPATH=str(root), MPLBACKEND="Agg",
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", _BAGPIPES_DUST_SCRIPT, json.dumps(DUST_CASES),
+                           json.dumps(filt_list), str(root)],
+                          env=env, capture_output=True, text=True, timeout=900,
+                          cwd=str(root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    result = json.loads(line[len("RESULT"):])
+    assert _igm_table_state(src) == installed_state
+    flam = np.array([r["flam"] for r in result])
+    maggies = flam * np.array(pivots)**2 / 2.998e18 / 3631e-23
+    return maggies, np.array([r["ldist_mpc"] for r in result])
+
+
+def test_dust_emission_matches_bagpipes(bagpipes_dust):
+    from sedpy.observate import getSED, load_filters
+    from prospect.models.sedmodel import to_cgs
+    from prospect.sources.constants import pc
+    from prospect_sim.sps import GridSPS
+    ref, ldist_bp = bagpipes_dust
+    lumdist = ldist_bp * 3.086e24 / (pc * 1e6)
+    filters = load_filters(DUST_BANDS)
+    rows = []
+    for i, (z, tage, tau, zmet, dust2, logm, qpah, umin, gamma) in enumerate(DUST_CASES):
+        sps = GridSPS()
+        wave, spec, _ = sps.get_galaxy_spectrum(
+            sfh=4, tage=tage, tau=tau, logzsol=np.log10(zmet), dust_type=2, dust2=dust2,
+            dust1=0.0, zred=z, add_dust_emission=True, duste_qpah=qpah, duste_umin=umin,
+            duste_gamma=gamma)
+        fnu = spec * 10**logm * to_cgs / 3631e-23 * (1 + z) / (lumdist[i] * 1e5)**2
+        wobs = wave * (1 + z)
+        ours = getSED(wobs, fnu * 2.998e18 / wobs**2 * 3631e-23, filters, linear_flux=True)
+        rows.append(-2.5 * np.log10(ours * LSUN_RATIO / ref[i]))
+    dmag = np.array(rows)
+    table = "\n".join(f"{c} {np.round(d, 4)}" for c, d in zip(DUST_CASES, dmag))
+    assert np.abs(dmag).max() < 0.05, "GridSPS - bagpipes (mag):\n" + table
