@@ -321,6 +321,9 @@ def run(run_params, pfile):
         if run_params.get("debug"):
             log.info("--debug: built obs, model and sps; stopping before %s", mode)
             return None
+        if mode in ("simulate", "fit"):
+            from .effects import check_free_parameters
+            check_free_parameters(ingredients)      # no free parameter that changes nothing
         log.info("%s: %s with %s (%d worker%s)", pfile.name, mode, workpool.kind,
                  workpool.size, "" if workpool.size == 1 else "s")
         path = runner(ingredients, workpool)

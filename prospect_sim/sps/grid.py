@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import SPSError
 from .kernel import SpectralKernel
 from .library import load_library
-from .params import normalize
+from .params import normalize, require_shared
 from . import nebular as _nebular
 from . import sfh as _sfh
 
@@ -228,6 +228,7 @@ class GridSPS:
     def _photometry_kernel(self, filters, batch):
         """The :class:`PhotometryKernel` of ``filters`` and the batch's nebular setting."""
         from .photometry import PhotometryKernel
+        require_shared(batch)
         nebular = None
         if batch.nebular:
             if not np.array_equal(batch.gas_logz, batch.logzsol):

@@ -13,6 +13,7 @@ photometry (:mod:`~prospect_sim.sps.photometry`); the physics is the same code.
 import numpy as np
 
 from . import sfh as _sfh
+from .params import require_shared
 from .dust import birth_cloud_tau, diffuse_tau
 from .igm import LYMAN_WAVE, igm_transmission, line_coefficients
 from . import dust_emission as _dust_emission
@@ -272,6 +273,7 @@ class SpectralKernel:
             :attr:`~.nebular.NebularTables.line_wave`; None without
             ``add_neb_emission``.
         """
+        require_shared(batch)
         tables = (self.nebular_tables(batch.gas_logu[0], batch.neb_continuum)
                   if batch.nebular else None)
         parts = self.stellar(batch, tables)

@@ -16,7 +16,7 @@ from .dust import DUST_TYPES
 from .dust_emission import QPAH_RANGE, UMIN_RANGE
 from .nebular import LOGU_RANGE
 
-__all__ = ["Batch", "normalize", "DEFAULTS"]
+__all__ = ["Batch", "normalize", "require_shared", "DEFAULTS", "grid_ranges"]
 
 #: FSPS defaults of the float parameters GridSPS reads.
 DEFAULTS = {"zred": 0.0, "tage": 1.0, "tau": 1.0, "logzsol": 0.0, "dust2": 0.0,
@@ -28,6 +28,20 @@ SFH_TYPES = {0: "single burst", 1: "tau", 3: "non-parametric (agebins)", 4: "del
 # parameters GridSPS cannot vary: warn once when they ask for something else
 _IGNORED_TRUE = ("add_agb_dust_model",)
 _IGNORED_NONZERO = ("fagn", "frac_nodust", "frac_obrun", "sigma_smooth_ssp")
+
+
+def grid_ranges(library):
+    """Parameter -> (min, max) that the grids cover (values outside are refused).
+
+    >>> from prospect_sim.sps import load_library
+    >>> grid_ranges(load_library("bc03"))["gas_logu"]
+    (-4.0, 0.0)
+    """
+    z = (float(library.logzsol[0]), float(library.logzsol[-1]))
+    return {"logzsol": z, "gas_logz": z, "gas_logu": LOGU_RANGE, "duste_umin": UMIN_RANGE,
+            "duste_qpah": QPAH_RANGE, "duste_gamma": (0.0, 1.0),
+            "tage": (0.0, library.max_age / 1e9), "dust2": (0.0, np.inf),
+            "dust1": (0.0, np.inf), "zred": (0.0, np.inf)}
 
 
 class Batch:
@@ -155,19 +169,9 @@ def normalize(params, library, single=False, warned=None):
         _check_range("duste_umin", b.duste_umin, *UMIN_RANGE)
         _check_range("duste_qpah", b.duste_qpah, *QPAH_RANGE)
         _check_range("duste_gamma", b.duste_gamma, 0.0, 1.0)
-        for key in ("duste_umin", "duste_qpah", "duste_gamma"):
-            value = getattr(b, key)
-            if not np.all(value == value[0]):
-                raise SPSError(f"{key} must be the same for every object of a batch (the dust "
-                               f"emission template is built per value); got "
-                               f"{np.unique(value)[:5]}...: split the batch by it.")
     if b.nebular:
         _check_range("gas_logz", b.gas_logz, zlo, zhi)
         _check_range("gas_logu", b.gas_logu, *LOGU_RANGE)
-        if not np.all(b.gas_logu == b.gas_logu[0]):
-            raise SPSError("gas_logu must be the same for every object of a batch (the "
-                           "nebular tables are built per value); got "
-                           f"{np.unique(b.gas_logu)[:5]}...: split the batch by it.")
     for key in ("dust_index", "dust1_index", "dust_tesc", "igm_factor"):
         _check_range(key, getattr(b, key), -np.inf, np.inf)
     tmax = library.max_age / 1e9
@@ -185,6 +189,23 @@ def normalize(params, library, single=False, warned=None):
         _check_range("mass", b.mass, 0.0, np.inf)
     _warn_unsupported(params, library, warned)
     return b
+
+
+def require_shared(batch):
+    """Raise :class:`SPSError` unless the batch has one ``gas_logu`` and one set of ``duste_*``.
+
+    The nebular tables and the dust template are built per value, so the
+    spectra and photometry of a batch need them shared (the per-object path
+    always has them).
+    """
+    keys = ((("gas_logu",) if batch.nebular else ())
+            + (("duste_umin", "duste_qpah", "duste_gamma") if batch.dust_emission else ()))
+    for key in keys:
+        value = getattr(batch, key)
+        if not np.all(value == value[0]):
+            raise SPSError(f"{key} must be the same for every object of a batch (its tables "
+                           f"are built per value); got {np.unique(value)[:4]}...: keep it "
+                           "fixed, or predict per object (model.predict).")
 
 
 def _normalize_bins(params, b, library, single):
