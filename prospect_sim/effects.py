@@ -1,7 +1,7 @@
 """No silent no-ops: every free parameter must change the model photometry.
 
-A free parameter that nothing reads (``agn_mass`` with an sps that has no
-AGN), or whose effect no band sees (``duste_qpah`` with only optical
+A free parameter that nothing reads (``inclination`` without a torus, a
+name no component knows), or whose effect no band sees (``duste_qpah`` with only optical
 bands), would be sampled, fitted and learnt for nothing.  Before
 ``--simulate`` and the fits, :func:`check_free_parameters` moves each
 free parameter alone, on a few prior draws, and stops the run with one
@@ -11,8 +11,8 @@ them.
 Example
 -------
 >>> from prospect_sim.effects import what_uses
->>> what_uses("agn_mass")
-'an AGN component (disc + torus), which this sps does not have'
+>>> what_uses("inclination")
+'the AGN torus (agn_torus_mass > 0)'
 """
 
 import numpy as np
@@ -28,8 +28,10 @@ _RTOL = 1e-6
 
 #: What would make a parameter matter, by name or prefix.
 _USES = (
-    (("agn_mass", "agn_eb_v", "agn_torus_mass", "inclination", "fagn", "agn_tau"),
-     "an AGN component (disc + torus), which this sps does not have"),
+    (("agn_eb_v",), "the AGN disc (agn_mass > 0)"),
+    (("inclination",), "the AGN torus (agn_torus_mass > 0)"),
+    (("agn_tau", "fagn"), "FSPS's AGN torus (add_agn_dust=True, fagn > 0)"),
+    (("agn_mass", "agn_torus_mass"), "an sps with an AGN component (GridSPS has one)"),
     (("duste_",), "dust emission (add_dust_emission=True) and bands that see the "
                   "rest-frame infrared (beyond ~3 um)"),
     (("gas_logu", "gas_logz"), "nebular emission (add_neb_emission=True)"),
@@ -91,8 +93,13 @@ def ineffective_parameters(model, sps, obs, n_probe=_N_PROBE, seed=_SEED):
     base = phot[0]
     # float32 sums in the batched kernel depend on a row's place in the batch
     # (grouping by redshift and age): equal means equal to 1e-6
-    return [name for name, moved in zip(names, phot[1:])
-            if np.allclose(moved, base, rtol=_RTOL, atol=0.0, equal_nan=True)]
+    # rows with non-finite photometry (flagged by --simulate) say nothing either way
+    idle = []
+    for name, moved in zip(names, phot[1:]):
+        both = np.isfinite(moved).all(axis=1) & np.isfinite(base).all(axis=1)
+        if both.any() and np.allclose(moved[both], base[both], rtol=_RTOL, atol=0.0):
+            idle.append(name)
+    return idle
 
 
 def check_prior_ranges(ingredients):

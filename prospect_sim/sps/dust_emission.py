@@ -312,73 +312,112 @@ def _bracket(grid, value):
 
 
 class TemplatePhotometry:
-    """Band fluxes of one rest-frame spectrum at any redshift, tabulated in ln(1 + z).
+    """Band fluxes of T rest-frame spectra at any redshift, tabulated in ln(1 + z).
 
-    The flux at each node is computed exactly as the per-object path
-    integrates a spectrum (``SpecModel.predict_phot``, sedpy: the filter
-    interpolated onto the spectrum's observed wavelengths, a trapezoid sum
-    of ``lambda T f_lambda``), and interpolated linearly between nodes
-    ``step`` apart in ln(1 + z): the dust template is smooth on that scale
-    (the DL07 tables are sampled at 0.9% in wavelength).
+    The flux at each node is computed as the per-object path integrates a
+    spectrum (``SpecModel.predict_phot``, sedpy: the filter interpolated
+    onto the spectrum's observed wavelengths, a trapezoid sum of
+    ``lambda T f_lambda``), and interpolated linearly between nodes
+    ``step`` apart in ln(1 + z): the templates using it (dust emission, AGN)
+    are smooth on that scale.
 
     Parameters
     ----------
     wave : ndarray (W,)
         Rest-frame Angstrom (the per-object spectrum's).
-    lnu : ndarray (W,)
-        The spectrum, Lsun/Hz (per whatever unit it is scaled by).
+    lnu : ndarray (T, W) or (W,)
+        The spectra, Lsun/Hz (per whatever unit they are scaled by).
     filters : list of sedpy.observate.Filter
     step : float
+    igm_factor : float or None
+        Madau IGM absorption at each node's redshift (as the per-object
+        spectrum has it when ``add_igm_absorption``), scaled by ``igm_factor``;
+        None for none.
+    resolution : float or None
+        Tabulate from the spectra resampled (linearly) at this lambda /
+        dlambda instead of at every native wavelength: for smooth templates
+        over a wide range (the AGN), where the native 0.5-0.9 AA optical
+        sampling would cost most of the set-up and change nothing.
     """
 
-    def __init__(self, wave, lnu, filters, step=2.5e-4):
-        keep = np.flatnonzero(lnu > 0)
+    def __init__(self, wave, lnu, filters, step=2.5e-4, igm_factor=None, resolution=None):
+        lnu = np.atleast_2d(np.asarray(lnu, dtype=float))
+        self.single = np.ndim(lnu) == 2 and lnu.shape[0] == 1
+        wave = np.asarray(wave, dtype=float)
+        keep = np.flatnonzero((lnu > 0).any(axis=0))
         lo, hi = (max(keep[0] - 1, 0), min(keep[-1] + 2, len(wave))) if len(keep) else (0, 0)
-        self.wave = np.asarray(wave[lo:hi], dtype=float)
+        wave, lnu = wave[lo:hi], lnu[:, lo:hi]
+        if resolution is not None and len(wave) > 1:
+            grid = np.exp(np.arange(np.log(wave[0]), np.log(wave[-1]), 1.0 / resolution))
+            lnu = np.array([np.interp(grid, wave, row) for row in lnu])
+            wave = grid
+        self.wave = wave
         # per Angstrom: L_lambda = L_nu c / lambda^2 (the (1 + z) factors are in flux_norm)
-        self.llam = np.asarray(lnu[lo:hi], dtype=float) * LIGHTSPEED_AA / self.wave**2
+        self.llam = np.ascontiguousarray(lnu * LIGHTSPEED_AA / wave**2)
         self.filters = list(filters)
         self.step = float(step)
-        self.table = np.zeros((1, len(self.filters)))
+        self.igm_factor = igm_factor
+        self.table = np.zeros((1, len(self.llam), len(self.filters)))
         self._extend(0.0)
 
-    def _extend(self, zmax):
+    def _extend(self, zmax, chunk=256):
+        from .igm import LYMAN_WAVE, igm_transmission
         n = int(np.ceil(np.log1p(zmax) / self.step)) + 2
         if n <= len(self.table):
             return
-        n = max(n, 2 * len(self.table))
+        n = max(n, int(1.25 * len(self.table)))
         z1 = np.exp(self.step * np.arange(n))
-        table = np.zeros((n, len(self.filters)))
+        table = np.zeros((n, len(self.llam), len(self.filters)))
+        n_blue = 0
+        if self.igm_factor is not None:
+            n_blue = int(np.searchsorted(self.wave, LYMAN_WAVE[0], side="right"))
         if len(self.wave) > 1:
-            for b, f in enumerate(self.filters):
-                fwave = np.asarray(f.wavelength, dtype=float)
-                _trapezoid_band(self.wave, self.llam, z1, fwave,
-                                np.asarray(f.transmission, dtype=float), table[:, b])
-                table[:, b] *= _JY_AB / f.ab_zero_counts
+            for start in range(0, n, chunk):
+                part = slice(start, min(start + chunk, n))
+                blue = np.ones((part.stop - start, n_blue))
+                if n_blue:
+                    blue = igm_transmission(self.wave[:n_blue], z1[part] - 1.0,
+                                            self.igm_factor)
+                blue = np.ascontiguousarray(blue)
+                for b, f in enumerate(self.filters):
+                    fwave = np.asarray(f.wavelength, dtype=float)
+                    ftrans = np.asarray(f.transmission, dtype=float)
+                    for t in range(len(self.llam)):
+                        _trapezoid_band(self.wave, self.llam[t], z1[part], fwave, ftrans,
+                                        blue, table[part, t, b])
+        for b, f in enumerate(self.filters):
+            table[..., b] *= _JY_AB / f.ab_zero_counts
         self.table = table
 
-    def __call__(self, zred):
-        """Fluxes (N, B) before ``flux_norm``, in the lattice's units."""
+    def __call__(self, zred, which=None):
+        """Fluxes before ``flux_norm`` (lattice units): (N, B) of template ``which``.
+
+        ``which`` is an index, or an (N,) array of indices (one template per
+        object); None for a single template.
+        """
         zred = np.asarray(zred, dtype=float)
         self._extend(float(zred.max(initial=0.0)))
         x = np.log1p(zred) / self.step
         i = np.minimum(np.floor(x).astype(int), len(self.table) - 2)
         t = (x - i)[:, None]
-        return (1 - t) * self.table[i] + t * self.table[i + 1]
+        which = 0 if which is None else which
+        return (1 - t) * self.table[i, which] + t * self.table[i + 1, which]
 
 
 _JY_AB = 3631e-23          # erg/s/cm^2/Hz
 
 
 @compiled
-def _trapezoid_band(wave, llam, z1, fwave, ftrans, out):
+def _trapezoid_band(wave, llam, z1, fwave, ftrans, blue, out):
     """sedpy's ``sum lambda T f_lambda dlambda`` of ``llam`` redshifted by each ``z1``.
 
     Per unit of ``flux_norm`` (which holds the (1 + z) of flux densities)
     the observed ``f_lambda`` is ``llam / z1**2`` at ``lambda = z1
-    lambda_rest``, and ``dlambda = z1 dlambda_rest``.
+    lambda_rest``, and ``dlambda = z1 dlambda_rest``.  ``blue`` (K, n_blue)
+    multiplies the first ``n_blue`` points at node ``k`` (the IGM).
     """
     n_w = len(wave)
+    n_blue = blue.shape[1]
     for k in range(len(z1)):
         s = z1[k]
         lo = np.searchsorted(wave, fwave[0] / s) - 1
@@ -386,7 +425,7 @@ def _trapezoid_band(wave, llam, z1, fwave, ftrans, out):
         lo, hi = max(lo, 0), min(hi, n_w)
         total = 0.0
         prev = 0.0
-        j = 0
+        j = max(np.searchsorted(fwave, wave[lo] * s, side="right") - 1, 0)
         for i in range(lo, hi):
             lam = wave[i] * s
             if lam < fwave[0] or lam > fwave[-1]:
@@ -396,6 +435,8 @@ def _trapezoid_band(wave, llam, z1, fwave, ftrans, out):
                     j += 1
                 t = (lam - fwave[j]) / (fwave[j + 1] - fwave[j])
                 g = lam * (ftrans[j] + t * (ftrans[j + 1] - ftrans[j])) * llam[i]
+                if i < n_blue:
+                    g *= blue[k, i]
             if i > lo:
                 total += 0.5 * (g + prev) * (wave[i] - wave[i - 1]) * s
             prev = g

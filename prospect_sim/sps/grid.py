@@ -24,6 +24,7 @@ from ..errors import SPSError
 from .kernel import SpectralKernel
 from .library import load_library
 from .params import normalize, require_shared
+from . import agn as _agn
 from . import nebular as _nebular
 from . import sfh as _sfh
 
@@ -242,8 +243,14 @@ class GridSPS:
         dust = None
         if batch.dust_emission:
             dust = (self._kernel.absorption_table(batch), self._kernel.dust_template(batch))
+        agn = None
+        if batch.agn:
+            igm = float(batch.igm_factor[0]) if batch.igm else None
+            agn = (_agn.bolometric(self._library.name, fallback=self._library),
+                   self._kernel.agn_templates(), igm)
         key = (tuple(_filter_names(filters)),
                None if nebular is None else (nebular.logu, nebular.cont is not None),
+               None if agn is None else ("agn", agn[2]),
                None if dust is None else (float(batch.duste_umin[0]),
                                           float(batch.duste_qpah[0]),
                                           float(batch.duste_gamma[0])))
@@ -253,7 +260,7 @@ class GridSPS:
                 self._photometry.clear()
             kernel = self._photometry[key] = PhotometryKernel(self._library, filters,
                                                               nebular=nebular,
-                                                              dust_emission=dust)
+                                                              dust_emission=dust, agn=agn)
         return kernel
 
     def sfh_properties(self, params):

@@ -16,6 +16,7 @@ from . import sfh as _sfh
 from .params import require_shared
 from .dust import birth_cloud_tau, diffuse_tau
 from .igm import LYMAN_WAVE, igm_transmission, line_coefficients
+from . import agn as _agn
 from . import dust_emission as _dust_emission
 from . import nebular as _nebular
 
@@ -215,6 +216,22 @@ class SpectralKernel:
                 self.library.name, key[1:] or None, fallback=self.library)
         return table
 
+    def stellar_bolometric(self, parts):
+        """Intrinsic stellar bolometric luminosity, (N,) Lsun per Msun formed (:mod:`.agn`)."""
+        table = self._nebular.get("bolometric")
+        if table is None:
+            table = self._nebular["bolometric"] = _agn.bolometric(
+                self.library.name, fallback=self.library)[..., None]
+        return self._sum_ssps(parts.weights, parts.zlo, parts.zfrac, table=table,
+                              dtype=np.float64)[:, 0]
+
+    def agn_templates(self):
+        """The AGN templates on ``self.wave`` (cached)."""
+        out = self._nebular.get("agn")
+        if out is None:
+            out = self._nebular["agn"] = _agn.evaluated(self.wave)
+        return out
+
     def dust_template(self, batch):
         """Unit-luminosity dust emission (W,) in Lsun/Hz on ``self.wave`` (cached per parameters)."""
         key = ("duste", float(batch.duste_umin[0]), float(batch.duste_qpah[0]),
@@ -288,6 +305,9 @@ class SpectralKernel:
                 self._add_lines(spec, lines, tables.line_wave)
         if batch.dust_emission:
             spec += self.dust_luminosity(batch, parts)[:, None] * self.dust_template(batch)
+        if batch.agn:               # not attenuated by the host's dust; the IGM below applies
+            spec += self.stellar_bolometric(parts)[:, None] * _agn.agn_spectra(
+                self.agn_templates(), batch)
         if batch.igm and np.any(batch.zred > 0) and self._n_lya > 0:
             n = self._n_lya
             spec[:, :n] *= igm_transmission(self.wave[:n], batch.zred, batch.igm_factor,

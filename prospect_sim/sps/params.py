@@ -22,12 +22,14 @@ __all__ = ["Batch", "normalize", "require_shared", "DEFAULTS", "grid_ranges"]
 DEFAULTS = {"zred": 0.0, "tage": 1.0, "tau": 1.0, "logzsol": 0.0, "dust2": 0.0,
             "dust1": 0.0, "dust_index": -0.7, "dust1_index": -1.0,
             "dust_tesc": 7.0, "igm_factor": 1.0, "mass": 1.0, "gas_logz": 0.0,
-            "gas_logu": -2.0, "duste_umin": 1.0, "duste_qpah": 3.5, "duste_gamma": 0.01}
+            "gas_logu": -2.0, "duste_umin": 1.0, "duste_qpah": 3.5, "duste_gamma": 0.01,
+            "agn_mass": 0.0, "agn_eb_v": 0.0, "agn_torus_mass": 0.0, "inclination": 0.0,
+            "fagn": 0.0, "agn_tau": 10.0}
 SFH_TYPES = {0: "single burst", 1: "tau", 3: "non-parametric (agebins)", 4: "delayed tau"}
 
 # parameters GridSPS cannot vary: warn once when they ask for something else
 _IGNORED_TRUE = ("add_agb_dust_model",)
-_IGNORED_NONZERO = ("fagn", "frac_nodust", "frac_obrun", "sigma_smooth_ssp")
+_IGNORED_NONZERO = ("frac_nodust", "frac_obrun", "sigma_smooth_ssp")
 
 
 def grid_ranges(library):
@@ -41,6 +43,8 @@ def grid_ranges(library):
     return {"logzsol": z, "gas_logz": z, "gas_logu": LOGU_RANGE, "duste_umin": UMIN_RANGE,
             "duste_qpah": QPAH_RANGE, "duste_gamma": (0.0, 1.0),
             "tage": (0.0, library.max_age / 1e9), "dust2": (0.0, np.inf),
+            "inclination": (0.0, 90.0), "agn_eb_v": (0.0, np.inf), "agn_mass": (0.0, np.inf),
+            "agn_torus_mass": (0.0, np.inf), "fagn": (0.0, np.inf),
             "dust1": (0.0, np.inf), "zred": (0.0, np.inf)}
 
 
@@ -54,7 +58,9 @@ class Batch:
     ``neb_continuum``, ``lines_in_spec`` bools (``add_neb_emission``,
     ``add_neb_continuum``, ``nebemlineinspec``) with ``gas_logz`` and
     ``gas_logu`` (N,); ``dust_emission`` (``add_dust_emission``) with
-    ``duste_umin``, ``duste_qpah``, ``duste_gamma`` (N,).
+    ``duste_umin``, ``duste_qpah``, ``duste_gamma`` (N,); ``agn`` with
+    ``agn_mass``, ``agn_eb_v``, ``agn_torus_mass``, ``inclination``,
+    ``fagn`` (zero without ``add_agn_dust``), ``agn_tau`` (N,).
     """
 
     def __repr__(self):
@@ -156,8 +162,10 @@ def normalize(params, library, single=False, warned=None):
 
     for key in ("zred", "tage", "tau", "logzsol", "dust2", "dust1", "dust_index",
                 "dust1_index", "dust_tesc", "igm_factor", "gas_logz", "gas_logu",
-                "duste_umin", "duste_qpah", "duste_gamma"):
+                "duste_umin", "duste_qpah", "duste_gamma", "agn_mass", "agn_eb_v",
+                "agn_torus_mass", "inclination", "fagn", "agn_tau"):
         setattr(b, key, _broadcast(params.get(key, DEFAULTS[key]), n, key))
+    _normalize_agn(params, b)
     b.lumdist = None if "lumdist" not in params else _broadcast(params["lumdist"], n, "lumdist")
 
     zlo, zhi = library.logzsol[0], library.logzsol[-1]
@@ -191,15 +199,35 @@ def normalize(params, library, single=False, warned=None):
     return b
 
 
+def _normalize_agn(params, b):
+    """The AGN flags and checks (:mod:`.agn`)."""
+    from .agn import CLUMPY_TAU
+    add_dust = bool(_scalar_option(params, "add_agn_dust", True, "add_agn_dust"))
+    if not add_dust:
+        b.fagn = np.zeros(b.n)
+    for key in ("agn_mass", "agn_torus_mass", "fagn", "agn_eb_v"):
+        _check_range(key, getattr(b, key), 0.0, np.inf)
+    _check_range("inclination", b.inclination, 0.0, 90.0, unit=" deg")
+    if np.any(b.fagn > 0) and not np.all(b.agn_tau == CLUMPY_TAU):
+        raise SPSError(f"agn_tau={b.agn_tau[b.fagn > 0][0]!r}: GridSPS has the CLUMPY torus "
+                       f"of tau_V = {CLUMPY_TAU:g} only (templates for other optical depths "
+                       f"are not shipped); set agn_tau={CLUMPY_TAU:g}.")
+    b.agn = bool(np.any(b.agn_mass > 0) or np.any(b.agn_torus_mass > 0) or np.any(b.fagn > 0))
+
+
 def require_shared(batch):
-    """Raise :class:`SPSError` unless the batch has one ``gas_logu`` and one set of ``duste_*``.
+    """Raise :class:`SPSError` unless the batch shares the values its tables are built for.
+
+    One ``gas_logu`` (nebular), one set of ``duste_*`` (dust emission), one
+    ``igm_factor`` (AGN, whose photometry is tabulated with the IGM).
 
     The nebular tables and the dust template are built per value, so the
     spectra and photometry of a batch need them shared (the per-object path
     always has them).
     """
     keys = ((("gas_logu",) if batch.nebular else ())
-            + (("duste_umin", "duste_qpah", "duste_gamma") if batch.dust_emission else ()))
+            + (("duste_umin", "duste_qpah", "duste_gamma") if batch.dust_emission else ())
+            + (("igm_factor",) if batch.agn and batch.igm else ()))
     for key in keys:
         value = getattr(batch, key)
         if not np.all(value == value[0]):

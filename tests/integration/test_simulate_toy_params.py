@@ -37,17 +37,18 @@ class ToySPS:
         self.nan_above = nan_above
         self.wave = np.geomspace(1000.0, 30000.0, 300)
 
-    def _lnu(self, wave, tage, logzsol, dust2):
+    def _lnu(self, wave, tage, logzsol, dust2, tau):
         x = wave / 5500.0
-        slope = 1.0 + 0.4 * np.log10(tage) + 0.2 * logzsol
+        slope = 1.0 + 0.4 * np.log10(tage) + 0.2 * logzsol + 0.1 * np.log10(tau)
         lnu = 1e-5 * x ** slope * np.exp(-dust2 * x ** -0.7)
         if self.nan_above is not None:
             lnu = np.where(tage > self.nan_above, np.nan, lnu)
         return lnu
 
     def get_galaxy_spectrum(self, **params):
-        tage, logzsol, dust2 = (float(np.squeeze(params[k])) for k in ("tage", "logzsol", "dust2"))
-        return self.wave, self._lnu(self.wave, tage, logzsol, dust2), 0.7
+        tage, logzsol, dust2, tau = (float(np.squeeze(params[k]))
+                                     for k in ("tage", "logzsol", "dust2", "tau"))
+        return self.wave, self._lnu(self.wave, tage, logzsol, dust2, tau), 0.7
 
     def get_galaxy_elines(self):
         return np.zeros(0), np.zeros(0)
@@ -57,8 +58,9 @@ class ToySPS:
             time.sleep(self.delay)
         zred = np.asarray(params["zred"])[:, None]
         weff = np.array([f.wave_effective for f in filters])[None, :]
-        col = {k: np.asarray(params[k])[:, None] for k in ("tage", "logzsol", "dust2", "mass")}
-        lnu = self._lnu(weff / (1 + zred), col["tage"], col["logzsol"], col["dust2"])
+        col = {k: np.asarray(params[k])[:, None]
+               for k in ("tage", "logzsol", "dust2", "mass", "tau")}
+        lnu = self._lnu(weff / (1 + zred), col["tage"], col["logzsol"], col["dust2"], col["tau"])
         maggies = lnu * col["mass"] * 1e-10 / (1 + zred) ** 2
         return maggies, np.full(len(zred), 0.7)
 
