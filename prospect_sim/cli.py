@@ -361,6 +361,11 @@ def _info(pfile, argv):
         lines.append(f"  {name:12s} init={model.params[name]} prior={prior}")
     fixed = [n for n in model.params if n not in model.free_params]
     lines.append(f"fixed parameters: {', '.join(fixed)}")
+    if callable(getattr(ing.sps, "components", None)):
+        lines.append("components:")
+        varying = list(model.free_params) + [n for n, c in model.config_dict.items()
+                                             if callable(c.get("depends_on"))]
+        lines += [f"  {c}" for c in ing.sps.components(model.params, varying)]
     if obs.get("filters") is not None:
         names = [getattr(f, "name", str(f)) for f in obs["filters"]]
         lines.append(f"photometry: {len(names)} bands: {', '.join(names)}")

@@ -36,7 +36,8 @@ import weakref
 
 import numpy as np
 
-__all__ = ["EXTRAS", "prior_transform", "batch_params", "predict_batch",
+__all__ = ["EXTRAS", "COMPONENT_EXTRAS", "extras_for", "prior_transform", "batch_params",
+           "predict_batch",
            "has_fast_path", "prior_description", "sfh_properties"]
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,35 @@ EXTRAS = {"mfrac": "surviving stellar mass / stellar mass formed",
           "stellar_mass": "surviving stellar mass, Msun",
           "sfr100": "star formation rate averaged over the last 100 Myr, Msun/yr",
           "mwa": "mass-weighted age (by mass formed), Gyr"}
+
+#: Quantities the sps components give, stored when the model turns them on
+#: (``extras_for``); NaN from an sps that does not compute them.
+COMPONENT_EXTRAS = {
+    "halpha_flux": "H-alpha 6563 line flux after dust, observed frame, erg/s/cm^2",
+    "oiii5007_flux": "[OIII] 5007 line flux after dust, observed frame, erg/s/cm^2",
+    "l_ir": "luminosity absorbed and re-emitted by dust (L_IR), Lsun",
+    "l_agn": "intrinsic AGN luminosity (disc + torus), Lsun",
+}
+
+
+def extras_for(model):
+    """Names and units of the extras a simulation of ``model`` stores (dict)."""
+    params = model.params
+    out = dict(EXTRAS)
+
+    def flag(key, default=False):
+        return bool(np.atleast_1d(params.get(key, default)).flat[0])
+
+    if flag("add_neb_emission"):
+        out["halpha_flux"] = COMPONENT_EXTRAS["halpha_flux"]
+        out["oiii5007_flux"] = COMPONENT_EXTRAS["oiii5007_flux"]
+    if flag("add_dust_emission"):
+        out["l_ir"] = COMPONENT_EXTRAS["l_ir"]
+    if any(k in params for k in ("agn_mass", "agn_torus_mass")) or (
+            flag("add_agn_dust") and "fagn" in params):
+        out["l_agn"] = COMPONENT_EXTRAS["l_agn"]
+    return out
+
 
 _PROBE_ROWS = 8
 _PROBE_SEED = 20240611
@@ -358,7 +388,7 @@ def predict_batch(model, sps, obs, theta, path="auto"):
     phot : ndarray (N, B) float64
         Model photometry, maggies. Non-finite values are returned as they come.
     extras : dict of ndarray (N,)
-        The quantities of :data:`EXTRAS`.
+        The quantities of :func:`extras_for` (``model``'s components).
     """
     theta = np.atleast_2d(np.asarray(theta, dtype=float))
     if path == "auto":
@@ -383,6 +413,10 @@ def predict_batch(model, sps, obs, theta, path="auto"):
                   "stellar_mass": _stellar_mass(params, mfrac),
                   "sfr100": np.broadcast_to(np.asarray(props["sfr100"], float), mfrac.shape),
                   "mwa": np.broadcast_to(np.asarray(props["mwa"], float), mfrac.shape)}
+        for name in extras_for(model):
+            if name not in extras:
+                extras[name] = (np.asarray(props[name], dtype=float) if name in props
+                                else np.full(mfrac.shape, np.nan))
     return np.asarray(phot, dtype=np.float64), extras
 
 

@@ -220,11 +220,26 @@ class GridSPS:
         -------
         maggies : ndarray of shape (N, B)
         properties : dict of ndarray of shape (N,)
-            As :meth:`sfh_properties`.
+            As :meth:`sfh_properties`, and with the components on:
+            ``halpha_flux``, ``oiii5007_flux`` (after dust, erg/s/cm^2),
+            ``l_ir`` (dust luminosity, Lsun), ``l_agn`` (intrinsic AGN
+            luminosity, Lsun).
         """
         batch = normalize(params, self._library, warned=self._warned)
-        maggies, summary = self._photometry_kernel(filters, batch).photometry_and_summary(batch)
-        return maggies, self._properties(batch, summary["mfrac"], summary["mwa"])
+        kernel = self._photometry_kernel(filters, batch)
+        maggies, summary = kernel.photometry_and_summary(batch)
+        props = self._properties(batch, summary["mfrac"], summary["mwa"])
+        mass_formed = batch.mass / summary["mfrac"] if batch.mstar else batch.mass
+        # luminosities per Msun formed -> Lsun; lines -> observed flux as SpecModel does
+        line_norm = kernel.flux_norm(batch, summary["mfrac"]) / (1 + batch.zred) * 3631e-23
+        for name, key in (("halpha", "halpha_flux"), ("oiii5007", "oiii5007_flux")):
+            if name in summary:
+                props[key] = summary[name] * line_norm
+        if "dust_luminosity" in summary:
+            props["l_ir"] = summary["dust_luminosity"] * mass_formed
+        if "agn_luminosity" in summary:
+            props["l_agn"] = summary["agn_luminosity"] * mass_formed
+        return maggies, props
 
     def _photometry_kernel(self, filters, batch):
         """The :class:`PhotometryKernel` of ``filters`` and the batch's nebular setting."""
@@ -291,6 +306,46 @@ class GridSPS:
         if batch.sfh == 0:
             mwa = batch.tage.copy()
         return {"mfrac": mfrac, "sfr100": rate * mass_formed, "mwa": mwa}
+
+    def components(self, params, free=()):
+        """The physical components that ``params`` (a model's ``params``) turn on, as lines.
+
+        ``free`` names the parameters that vary (free, or set by a
+        ``depends_on``): a component counts as on when its amplitude is
+        positive or varies.
+        """
+        from .dust import DUST_TYPES
+        from .params import SFH_TYPES
+
+        def value(key, default):
+            return np.atleast_1d(params.get(key, default)).flat[0]
+
+        def on(key):
+            return key in free or float(value(key, 0.0)) > 0
+
+        sfh, dust_type = int(value("sfh", 4)), int(value("dust_type", 0))
+        out = [f"stellar continuum: {self.library_name} SSPs ({self._library.imf} IMF), "
+               f"sfh={sfh} ({SFH_TYPES.get(sfh, '?')})",
+               f"dust attenuation: dust_type={dust_type} ({DUST_TYPES.get(dust_type, '?')})"
+               + (", birth clouds (dust1) on stars younger than 10**dust_tesc yr"
+                  if on("dust1") else "")]
+        if bool(value("add_neb_emission", False)):
+            out.append("nebular emission: Cloudy lines"
+                       + (" and continuum" if bool(value("add_neb_continuum", True)) else "")
+                       + f", gas_logu={'free' if 'gas_logu' in free else value('gas_logu', -2.0)}"
+                       + (", lines in the spectrum" if bool(value("nebemlineinspec", True))
+                          else ", lines added by SpecModel"))
+        if bool(value("add_dust_emission", False)):
+            out.append("dust emission: Draine & Li (2007), energy balance")
+        parts = [n for n, k in (("quasar disc", "agn_mass"), ("clumpy torus", "agn_torus_mass"))
+                 if on(k)]
+        if bool(value("add_agn_dust", True)) and on("fagn"):
+            parts.append("FSPS fagn torus")
+        if parts:
+            out.append("AGN: " + " + ".join(parts))
+        if bool(value("add_igm_absorption", True)):
+            out.append("IGM: Madau (1995)")
+        return out
 
     @staticmethod
     def wave_range_for(filters, zmin=0.0, zmax=0.0, pad=0.02):

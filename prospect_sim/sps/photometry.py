@@ -199,6 +199,7 @@ class PhotometryKernel:
                 out[:, band] += flux
         if self.nebular is not None:
             out += self._line_fluxes(batch, w32, y32, zlo)
+            summary.update(self._named_lines(batch, w32, y32, zlo))
         if self.dust is not None:
             centers, table, template = self.dust
             n_age = table.shape[1]
@@ -207,7 +208,8 @@ class PhotometryKernel:
             summary["dust_luminosity"] = _dust_emission.absorbed(centers, total, young, batch)
             out += summary["dust_luminosity"][:, None] * template(batch.zred)
         if self.agn is not None:
-            out += self.agn.fluxes(batch, w32, zlo)
+            agn_flux, summary["agn_luminosity"] = self.agn.fluxes(batch, w32, zlo)
+            out += agn_flux
         out *= self.flux_norm(batch, summary["mfrac"])[:, None]
         return _unsorted(out, order), {k: _unsorted(v, order) for k, v in summary.items()}
 
@@ -253,6 +255,17 @@ class PhotometryKernel:
             amp[:, :n_blue] *= igm_transmission(positions[:n_blue], batch.zred,
                                                 batch.igm_factor)
         return _nebular.line_photometry(positions, amp, batch.zred, self.filters)
+
+    def _named_lines(self, batch, w32, y32, zlo):
+        """Attenuated H-alpha and [OIII]5007 luminosities (N,), Lsun per Msun formed."""
+        neb = self.nebular
+        idx = [int(np.argmin(np.abs(neb.line_wave - lam))) for lam in (6562.80, 5006.84)]
+        table = self._lines32[:, :, idx] if getattr(self, "_lines32", None) is not None \
+            else neb.lines[:, :, idx].astype(np.float32)
+        total = _pair_table(w32, zlo, table, neb.n_age)
+        young = None if y32 is None else _pair_table(y32, zlo, table, neb.n_age)
+        lum = _nebular.attenuated_lines(neb.line_wave[idx], total, young, batch)
+        return {"halpha": lum[:, 0], "oiii5007": lum[:, 1]}
 
     def _weights(self, batch, chunk=2048):
         """SSP weights as float32 (N, 2, A) with the metallicity interpolation folded in.
@@ -350,7 +363,8 @@ class _AGNPhotometry:
         if len(rows):
             out[rows] += batch.fagn[rows, None] * self.table(batch.zred[rows],
                                                              self.n_e + self.n_torus)
-        return out * lbol[:, None]
+        amplitude = batch.agn_mass + batch.agn_torus_mass + batch.fagn
+        return out * lbol[:, None], amplitude * lbol
 
 
 def _with_nebular(library, nebular):

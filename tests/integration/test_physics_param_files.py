@@ -54,9 +54,25 @@ def test_simulate_train_and_fit(tmp_path, name):
         return proc.stdout.strip().splitlines()[-1]
 
     sims = run("--simulate", "--n_samples", "20000", "--workers", "2")
+    component = {"starforming_params.py": ["halpha_flux", "oiii5007_flux"],
+                 "agn_params.py": ["l_ir", "l_agn"]}[name]
     with h5py.File(sims, "r") as f:
         assert f["valid"][()].all() and f["phot"].shape[0] == 20000
+        for key in component:
+            values = f["extras"][key][()]
+            assert np.all(np.isfinite(values)) and np.all(values >= 0) and values.max() > 0
+            assert key in f.attrs["extras_units"]
     flow = run("--train", "--epochs", "2")
     assert Path(flow).is_file()
     fit = run("--optimize")
     assert Path(fit).is_file()
+
+
+def test_info_lists_the_components():
+    proc = subprocess.run([sys.executable, "-m", "prospect_sim", "info",
+                           str(FILES / "agn_params.py")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "components:" in text and "AGN: quasar disc + clumpy torus" in text
+    assert "dust emission: Draine & Li (2007), energy balance" in text

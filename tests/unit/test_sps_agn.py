@@ -166,3 +166,15 @@ def test_templates_ship_with_the_package():
                  "clumpy_torus_incl_selected.csv", "smc_extinction_prevot1984.dat",
                  "README.rst"):
         assert (folder / name).is_file(), name
+
+
+def test_l_agn_extra():
+    from sedpy.observate import load_filters
+    sps = GridSPS()
+    wave, intrinsic, _ = sps.get_galaxy_spectrum(**dict(BASE, dust2=0.0, agn_mass=0.0,
+                                                        agn_torus_mass=0.0))
+    lbol = np.trapezoid(_llam(wave, intrinsic), wave)
+    _, props = GridSPS().photometry_and_properties(
+        dict(BASE, mass=1e10, zred=0.5, agn_mass=2.0, agn_torus_mass=0.5, inclination=20.0),
+        load_filters(["sdss_r0"]))
+    assert props["l_agn"][0] == pytest.approx(2.5 * 1e10 * lbol, rel=2e-3)

@@ -154,3 +154,17 @@ def test_every_component_in_every_broad_band(sps):
     dmag = np.where(ok, np.abs(2.5 * np.log10(np.where(ok, fast / ref, 1.0))), 0.0)
     worst = np.argsort(dmag.max(axis=0))[::-1][:5]
     assert dmag.max() < 1e-3, {names[b]: round(float(dmag[:, b].max()), 5) for b in worst}
+
+
+def test_l_ir_extra_is_the_absorbed_luminosity():
+    from sedpy.observate import load_filters
+    sps = GridSPS()
+    base = dict(sfh=4, tage=0.3, tau=1.0, logzsol=-0.3, dust_type=2, dust1=0.0)
+    wave = sps.wavelengths
+    _, intrinsic, _ = sps.get_galaxy_spectrum(**base, dust2=0.0)
+    _, attenuated, _ = sps.get_galaxy_spectrum(**base, dust2=0.7)
+    absorbed = _luminosity(wave, intrinsic) - _luminosity(wave, attenuated)
+    _, props = GridSPS().photometry_and_properties(
+        dict(base, dust2=0.7, mass=3e10, zred=0.2, add_dust_emission=True),
+        load_filters(["wise_w3"]))
+    assert props["l_ir"][0] == pytest.approx(3e10 * absorbed, rel=5e-3)

@@ -221,3 +221,23 @@ def _lines(sps, **params):
 
 def _index(wave, line):
     return int(np.argmin(np.abs(wave - line)))
+
+
+def test_line_flux_extras_are_specmodel_line_fluxes():
+    """``halpha_flux``/``oiii5007_flux`` = get_galaxy_elines times SpecModel's line_norm."""
+    from sedpy.observate import load_filters
+    filters = load_filters(["decam_r"])
+    model = _model(False, dust1=0.3)
+    model.params["zred"] = np.atleast_1d(0.3)
+    sps = GridSPS()
+    model.predict(np.array([1e9, -0.5, 0.4, 0.05, 1.0]), obs=dict(filters=filters,
+                  wavelength=None, spectrum=None), sps=sps)
+    wave, lum = sps.get_galaxy_elines()
+    norm = model.flux_norm() / 1.3 * 3631e-23          # Prospector's line_norm, erg/s/cm^2
+    _, props = GridSPS().photometry_and_properties(
+        dict(sfh=4, mass=1e9, logzsol=-0.5, gas_logz=-0.5, dust2=0.4, dust1=0.3, tage=0.05,
+             tau=1.0, zred=0.3, add_neb_emission=True, nebemlineinspec=False, gas_logu=-2.0),
+        filters)
+    for key, line in (("halpha_flux", 6562.80), ("oiii5007_flux", 5006.84)):
+        want = lum[_index(wave, line)] * norm
+        assert props[key][0] == pytest.approx(want, rel=1e-5)
