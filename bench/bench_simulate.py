@@ -5,6 +5,7 @@
     python bench/bench_simulate.py --skip_mpi --skip_rss
     python bench/bench_simulate.py --nebular            # the demo with nebular emission
     python bench/bench_simulate.py --nebular --dust_emission
+    python bench/bench_simulate.py --nebular --dust_emission --agn   # every component
 
 Prints, all measured in this run on this machine (timings are wall-clock and
 noisy on a shared machine; rerun to see the spread):
@@ -74,7 +75,8 @@ def in_process(n_ref, chunk):
 
     ing = load(DEMO).build({"sps_library": "grid", "mock_zred": 0.4, "mock_seed": 101,
                             "nebular": "--nebular" in DEMO_FLAGS,
-                            "dust_emission": "--dust_emission" in DEMO_FLAGS})
+                            "dust_emission": "--dust_emission" in DEMO_FLAGS,
+                            "agn": "--agn" in DEMO_FLAGS})
     model, sps, obs = ing.model, ing.sps, ing.obs
     out = {}
 
@@ -177,9 +179,12 @@ def main():
                         help="the demo model with nebular emission (demo_params.py --nebular)")
     parser.add_argument("--dust_emission", action="store_true",
                         help="the demo model with dust emission (demo_params.py --dust_emission)")
+    parser.add_argument("--agn", action="store_true",
+                        help="the demo model with an AGN (demo_params.py --agn)")
     opts = parser.parse_args()
     DEMO_FLAGS.extend(flag for flag, on in (("--nebular", opts.nebular),
-                                            ("--dust_emission", opts.dust_emission)) if on)
+                                            ("--dust_emission", opts.dust_emission),
+                                            ("--agn", opts.agn)) if on)
     n = opts.n_samples
 
     print(f"bench_simulate {' '.join(DEMO_FLAGS)} on {os.cpu_count()} cores (load {os.getloadavg()[0]:.1f}); "

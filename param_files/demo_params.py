@@ -54,6 +54,9 @@ def add_arguments(parser):
     parser.add_argument("--dust_emission", action="store_true",
                         help="add dust emission with energy balance "
                              "(Prospector's TemplateLibrary['dust_emission'])")
+    parser.add_argument("--agn", action="store_true",
+                        help="add an AGN (free agn_mass, agn_eb_v, agn_torus_mass, "
+                             "inclination, with agnfinder's priors)")
 
 
 def build_model(**run_params):
@@ -62,13 +65,17 @@ def build_model(**run_params):
     With ``--nebular``, Prospector's nebular template is added (lines and
     continuum, ``gas_logz`` tied to ``logzsol``, ``gas_logu = -2``); with
     ``--dust_emission`` its dust-emission template (Draine & Li 2007,
-    energy balance; the DES bands do not see it, so it costs time only).
+    energy balance; the DES bands do not see it, so it costs time only);
+    with ``--agn`` a quasar disc and torus (``param_files/agn_params.py``
+    says what the parameters mean).
     """
     params = TemplateLibrary["parametric_sfh"]
     if run_params.get("nebular", False):
         params.update(TemplateLibrary["nebular"])
     if run_params.get("dust_emission", False):
         params.update(TemplateLibrary["dust_emission"])
+    if run_params.get("agn", False):
+        params.update(_agn_parameters())
     params["zred"]["isfree"] = True
     params["zred"]["init"] = run_params.get("mock_zred", 0.4)
     params["zred"]["prior"] = priors.TopHat(mini=ZRED_RANGE[0], maxi=ZRED_RANGE[1])
@@ -79,6 +86,17 @@ def build_model(**run_params):
     params["tage"]["init"] = 5.0
     params["tau"]["prior"] = priors.LogUniform(mini=0.1, maxi=10.0)
     return SpecModel(params)
+
+
+def _agn_parameters():
+    """agnfinder's AGN parameters (TRUTH has no AGN: the mock keeps their init, 1e-7)."""
+    def free(init, prior, units):
+        return {"N": 1, "isfree": True, "init": init, "prior": prior, "units": units}
+    return {"agn_mass": free(1e-7, priors.LogUniform(mini=1e-7, maxi=15.0), "L_disc / L_stars"),
+            "agn_eb_v": free(0.1, priors.TopHat(mini=0.0, maxi=0.5), "mag"),
+            "agn_torus_mass": free(1e-7, priors.LogUniform(mini=1e-7, maxi=15.0),
+                                   "L_torus / L_stars"),
+            "inclination": free(40.0, priors.TopHat(mini=0.0, maxi=90.0), "deg")}
 
 
 def build_sps(sps_library="grid", **run_params):
@@ -102,9 +120,10 @@ def photometric_sigma(maggies):
 def build_obs(mock_zred=0.4, mock_seed=101, **run_params):
     """Mock DES photometry of a galaxy with parameters ``TRUTH`` at ``mock_zred``."""
     model = build_model(mock_zred=mock_zred, nebular=run_params.get("nebular", False),
-                        dust_emission=run_params.get("dust_emission", False))
+                        dust_emission=run_params.get("dust_emission", False),
+                        agn=run_params.get("agn", False))
     sps = build_sps(**run_params)
-    truth = dict(TRUTH, zred=mock_zred)
+    truth = dict({k: model.params[k][0] for k in model.free_params}, **TRUTH, zred=mock_zred)
     theta = np.array([truth[name] for name in model.free_params], dtype=float)
     filters = load_filters(FILTERS)
     _, true_maggies, _ = model.predict(theta, obs={"filters": filters,

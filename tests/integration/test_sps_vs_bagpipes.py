@@ -127,8 +127,12 @@ def _igm_table_state(package_dir):
     return os.path.getmtime(path) if os.path.exists(path) else None
 
 
-@pytest.fixture(scope="module")
-def bagpipes_photometry(tmp_path_factory):
+def _run_bagpipes(tmp_path_factory, script, cases, bands, *extra):
+    """Run ``script`` under a copy of bagpipes; returns its RESULT JSON and the bands' pivots.
+
+    The script gets ``cases`` (JSON), the filter files (JSON list), the
+    copy's folder and ``extra``.  The installed package is checked untouched.
+    """
     src = _bagpipes_dir()
     installed_state = _igm_table_state(src)
     root = tmp_path_factory.mktemp("bagpipes_copy")
@@ -136,7 +140,7 @@ def bagpipes_photometry(tmp_path_factory):
     from sedpy.observate import load_filters
     filt_dir = tmp_path_factory.mktemp("filters")
     filt_list, pivots = [], []
-    for f in load_filters(BANDS):
+    for f in load_filters(bands):
         path = str(filt_dir / f"{f.name}.dat")
         np.savetxt(path, np.column_stack([f.wavelength, f.transmission]))
         filt_list.append(path)
@@ -144,20 +148,29 @@ def bagpipes_photometry(tmp_path_factory):
         pivots.append(np.sqrt(np.trapezoid(t * w, w) / np.trapezoid(t / w, w)))
     env = dict(os.environ, PYTHONPATH=str(root), MPLBACKEND="Agg",
                OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", _BAGPIPES_SCRIPT, json.dumps(CASES),
-                           json.dumps(filt_list), str(root)],
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(cases),
+                           json.dumps(filt_list), str(root)] + list(extra),
                           env=env, capture_output=True, text=True, timeout=900,
                           cwd=str(root))
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    result = json.loads(line[len("RESULT"):])
-    age_bins = np.array(result["age_bins"])                    # yr, bagpipes' 0.1-dex bins
-    result = result["cases"]
     # the installed package was not touched
     assert _igm_table_state(src) == installed_state
-    pivots = np.array(pivots)
-    flam = np.array([r["flam"] for r in result])             # erg/s/cm^2/AA
-    maggies = flam * pivots**2 / 2.998e18 / 3631e-23
+    return json.loads(line[len("RESULT"):]), np.array(pivots)
+
+
+def _maggies(cases, pivots):
+    """bagpipes' photon-weighted mean f_lambda (ergscma) of each case -> maggies."""
+    flam = np.array([r["flam"] for r in cases])             # erg/s/cm^2/AA
+    return flam * pivots**2 / 2.998e18 / 3631e-23
+
+
+@pytest.fixture(scope="module")
+def bagpipes_photometry(tmp_path_factory):
+    result, pivots = _run_bagpipes(tmp_path_factory, _BAGPIPES_SCRIPT, CASES, BANDS)
+    age_bins = np.array(result["age_bins"])                    # yr, bagpipes' 0.1-dex bins
+    result = result["cases"]
+    maggies = _maggies(result, pivots)
     ldist = np.array([r["ldist_mpc"] for r in result])
     return maggies, ldist, age_bins
 
@@ -309,34 +322,11 @@ _BAGPIPES_NEB_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def bagpipes_nebular(tmp_path_factory):
-    src = _bagpipes_dir()
-    installed_state = _igm_table_state(src)
-    root = tmp_path_factory.mktemp("bagpipes_copy_neb")
-    _copy_package(src, str(root / "bagpipes"))
-    from sedpy.observate import load_filters
-    filt_dir = tmp_path_factory.mktemp("filters_neb")
-    filt_list, pivots = [], []
-    for f in load_filters(BANDS):
-        path = str(filt_dir / f"{f.name}.dat")
-        np.savetxt(path, np.column_stack([f.wavelength, f.transmission]))
-        filt_list.append(path)
-        t, w = f.transmission, f.wavelength
-        pivots.append(np.sqrt(np.trapezoid(t * w, w) / np.trapezoid(t / w, w)))
     names = sorted({n for group in NEB_LINES.values() for n in group})
-    env = dict(os.environ, PYTHONPATH=str(root), MPLBACKEND="Agg",
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", _BAGPIPES_NEB_SCRIPT, json.dumps(NEB_CASES),
-                           json.dumps(filt_list), str(root), json.dumps(names)],
-                          env=env, capture_output=True, text=True, timeout=900,
-                          cwd=str(root))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    result = json.loads(line[len("RESULT"):])
-    assert _igm_table_state(src) == installed_state
-    flam = np.array([r["flam"] for r in result])
-    maggies = flam * np.array(pivots)**2 / 2.998e18 / 3631e-23
+    result, pivots = _run_bagpipes(tmp_path_factory, _BAGPIPES_NEB_SCRIPT, NEB_CASES, BANDS,
+                                   json.dumps(names))
     ldist = np.array([r["ldist_mpc"] for r in result])
-    return maggies, ldist, [r["lines_lsun"] for r in result]
+    return _maggies(result, pivots), ldist, [r["lines_lsun"] for r in result]
 
 
 def _gridsps_nebular(case, lumdist):
@@ -442,32 +432,9 @@ _BAGPIPES_DUST_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def bagpipes_dust(tmp_path_factory):
-    src = _bagpipes_dir()
-    installed_state = _igm_table_state(src)
-    root = tmp_path_factory.mktemp("bagpipes_copy_dust")
-    _copy_package(src, str(root / "bagpipes"))
-    from sedpy.observate import load_filters
-    filt_dir = tmp_path_factory.mktemp("filters_dust")
-    filt_list, pivots = [], []
-    for f in load_filters(DUST_BANDS):
-        path = str(filt_dir / f"{f.name}.dat")
-        np.savetxt(path, np.column_stack([f.wavelength, f.transmission]))
-        filt_list.append(path)
-        t, w = f.transmission, f.wavelength
-        pivots.append(np.sqrt(np.trapezoid(t * w, w) / np.trapezoid(t / w, w)))
-    env = dict(os.environ, PYTHONPATH=str(root), MPLBACKEND="Agg",
-               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", _BAGPIPES_DUST_SCRIPT, json.dumps(DUST_CASES),
-                           json.dumps(filt_list), str(root)],
-                          env=env, capture_output=True, text=True, timeout=900,
-                          cwd=str(root))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    result = json.loads(line[len("RESULT"):])
-    assert _igm_table_state(src) == installed_state
-    flam = np.array([r["flam"] for r in result])
-    maggies = flam * np.array(pivots)**2 / 2.998e18 / 3631e-23
-    return maggies, np.array([r["ldist_mpc"] for r in result])
+    result, pivots = _run_bagpipes(tmp_path_factory, _BAGPIPES_DUST_SCRIPT, DUST_CASES,
+                                   DUST_BANDS)
+    return _maggies(result, pivots), np.array([r["ldist_mpc"] for r in result])
 
 
 def test_dust_emission_matches_bagpipes(bagpipes_dust):
