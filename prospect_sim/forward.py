@@ -116,11 +116,22 @@ class _Plan:
         N = len(theta_rows)
         params, batched = _base_params(model, theta_rows, self.free)
         raw = dict(model.params)
+        from .transforms import BATCHED
         for name, func in deps:
             rows = _per_row(func, params, batched, raw, N)
-            out = _try_vectorised(func, params, N, rows.shape)
-            ok = out is not None and _close(out, rows)
-            self.dependent.append((name, func, ok))
+            # Prospector's SFH transforms have batched twins (prospect_sim.transforms),
+            # used only where they give the per-row answer on this probe batch
+            twin = BATCHED.get(func)
+            ok = False
+            if twin is not None:
+                out = _try_vectorised(twin, params, N, rows.shape)
+                ok = out is not None and _close(out, rows)
+            if ok:
+                func_used = twin
+            else:
+                out = _try_vectorised(func, params, N, rows.shape)
+                ok, func_used = out is not None and _close(out, rows), func
+            self.dependent.append((name, func_used, ok))
             params[name] = rows
             batched.add(name)
             if not ok:
