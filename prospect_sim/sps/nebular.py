@@ -179,8 +179,8 @@ class NebularGrid:
         age_w = _age_weights(self.ages, ages[:n_age])                    # (A_n, T)
         jz, fz = _bracket(self.logzsol, library.logzsol)                 # per library Z
 
-        def resample(grid, j=ju):  # (Z, U, T, X) -> (Z_lib, A_n, X), float64
-            at_u = (1 - fu) * grid[:, j].astype(float) + fu * grid[:, j + 1]  # (Z, T, X)
+        def resample(grid):        # (Z, U, T, X) -> (Z_lib, A_n, X), float64
+            at_u = (1 - fu) * grid[:, ju].astype(float) + fu * grid[:, ju + 1]  # (Z, T, X)
             at_z = ((1 - fz)[:, None, None] * at_u[jz]
                     + fz[:, None, None] * at_u[jz + 1])                 # (Z_lib, T, X)
             return np.einsum("at,ztx->zax", age_w, at_z)
@@ -189,11 +189,14 @@ class NebularGrid:
         cont = None
         if continuum:
             cont = np.empty((len(library.logzsol), n_age, len(wave)), dtype=np.float32)
-            per_aa = resample(self._continuum(ju), j=0)                   # (Z_lib, A_n, Wc)
+            raw = self._continuum(ju)                                     # (Z, 2, T, Wc)
+            at_u = (1 - fu) * raw[:, 0].astype(float) + fu * raw[:, 1]   # (Z, T, Wc)
             to_nu = wave**2 / LIGHTSPEED_AA
-            for k in range(len(cont)):
+            for k in range(len(cont)):      # one library metallicity at a time (memory)
+                at_z = (1 - fz[k]) * at_u[jz[k]] + fz[k] * at_u[jz[k] + 1]    # (T, Wc)
+                per_aa = age_w @ at_z                                         # (A_n, Wc)
                 for a in range(n_age):
-                    cont[k, a] = np.interp(wave, self.cont_wave, per_aa[k, a],
+                    cont[k, a] = np.interp(wave, self.cont_wave, per_aa[a],
                                            left=0.0, right=0.0) * to_nu
         return NebularTables(u, n_age, lines, cont, self.line_wave, self.line_names)
 
