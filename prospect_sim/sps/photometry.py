@@ -197,21 +197,42 @@ class PhotometryKernel:
             fluxes = _outlier_fluxes([spike for _, spike in self.fine], batch, w32, y32, zlo)
             for (band, _), flux in zip(self.fine, fluxes.T):
                 out[:, band] += flux
-        if self.nebular is not None:
-            out += self._line_fluxes(batch, w32, y32, zlo)
-            summary.update(self._named_lines(batch, w32, y32, zlo))
-        if self.dust is not None:
-            centers, table, template = self.dust
-            n_age = table.shape[1]
-            total = _pair_table(w32, zlo, table, n_age)
-            young = None if y32 is None else _pair_table(y32, zlo, table, n_age)
-            summary["dust_luminosity"] = _dust_emission.absorbed(centers, total, young, batch)
-            out += summary["dust_luminosity"][:, None] * template(batch.zred)
-        if self.agn is not None:
-            agn_flux, summary["agn_luminosity"] = self.agn.fluxes(batch, w32, zlo)
-            out += agn_flux
+        if self.nebular is not None or self.dust is not None or self.agn is not None:
+            self._components(batch, w32, y32, zlo, out, summary)
         out *= self.flux_norm(batch, summary["mfrac"])[:, None]
         return _unsorted(out, order), {k: _unsorted(v, order) for k, v in summary.items()}
+
+    def _components(self, batch, w32, y32, zlo, out, summary, chunk=4096):
+        """Add the nebular lines, dust emission and AGN to ``out`` (N, B), in place.
+
+        ``chunk`` objects at a time, so that their (objects x lines or
+        wavelength bins) float64 temporaries stay small.  Fills the
+        summaries ``halpha``, ``oiii5007``, ``dust_luminosity`` and
+        ``agn_luminosity`` (N,), per Msun formed.
+        """
+        names = ((["halpha", "oiii5007"] if self.nebular is not None else [])
+                 + (["dust_luminosity"] if self.dust is not None else [])
+                 + (["agn_luminosity"] if self.agn is not None else []))
+        for name in names:
+            summary[name] = np.empty(batch.n)
+        for start in range(0, batch.n, chunk):
+            sl = slice(start, min(start + chunk, batch.n))
+            part, w, z = _slice_batch(batch, sl), w32[sl], zlo[sl]
+            y = None if y32 is None else y32[sl]
+            if self.nebular is not None:
+                out[sl] += self._line_fluxes(part, w, y, z)
+                for name, values in self._named_lines(part, w, y, z).items():
+                    summary[name][sl] = values
+            if self.dust is not None:
+                centers, table, template = self.dust
+                total = _pair_table(w, z, table, table.shape[1])
+                young = None if y is None else _pair_table(y, z, table, table.shape[1])
+                summary["dust_luminosity"][sl] = _dust_emission.absorbed(centers, total, young,
+                                                                         part)
+                out[sl] += summary["dust_luminosity"][sl, None] * template(part.zred)
+            if self.agn is not None:
+                flux, summary["agn_luminosity"][sl] = self.agn.fluxes(part, w, z)
+                out[sl] += flux
 
     def _line_fluxes(self, batch, w32, y32, zlo):
         """Band fluxes (N, B) of the emission lines, before ``flux_norm``.
