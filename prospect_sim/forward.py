@@ -53,6 +53,9 @@ EXTRAS = {"mfrac": "surviving stellar mass / stellar mass formed",
 COMPONENT_EXTRAS = {
     "halpha_flux": "H-alpha 6563 line flux after dust, observed frame, erg/s/cm^2",
     "oiii5007_flux": "[OIII] 5007 line flux after dust, observed frame, erg/s/cm^2",
+    "halpha_ew": "H-alpha rest-frame equivalent width against the stellar + nebular "
+                 "continuum (AGN and dust emission not counted), Angstrom",
+    "oiii5007_ew": "[OIII] 5007 rest-frame equivalent width, as halpha_ew, Angstrom",
     "l_ir": "luminosity absorbed and re-emitted by dust (L_IR), Lsun",
     "l_agn": "intrinsic AGN luminosity (disc + torus), Lsun",
 }
@@ -69,6 +72,8 @@ def extras_for(model):
     if flag("add_neb_emission"):
         out["halpha_flux"] = COMPONENT_EXTRAS["halpha_flux"]
         out["oiii5007_flux"] = COMPONENT_EXTRAS["oiii5007_flux"]
+        out["halpha_ew"] = COMPONENT_EXTRAS["halpha_ew"]
+        out["oiii5007_ew"] = COMPONENT_EXTRAS["oiii5007_ew"]
     if flag("add_dust_emission"):
         out["l_ir"] = COMPONENT_EXTRAS["l_ir"]
     if any(k in params for k in ("agn_mass", "agn_torus_mass")) or (

@@ -222,6 +222,7 @@ class GridSPS:
         properties : dict of ndarray of shape (N,)
             As :meth:`sfh_properties`, and with the components on:
             ``halpha_flux``, ``oiii5007_flux`` (after dust, erg/s/cm^2),
+            ``halpha_ew``, ``oiii5007_ew`` (rest frame, Angstrom),
             ``l_ir`` (dust luminosity, Lsun), ``l_agn`` (intrinsic AGN
             luminosity, Lsun).
         """
@@ -235,6 +236,9 @@ class GridSPS:
         for name, key in (("halpha", "halpha_flux"), ("oiii5007", "oiii5007_flux")):
             if name in summary:
                 props[key] = summary[name] * line_norm
+        for key in ("halpha_ew", "oiii5007_ew"):
+            if key in summary:
+                props[key] = summary[key]
         if "dust_luminosity" in summary:
             props["l_ir"] = summary["dust_luminosity"] * mass_formed
         if "agn_luminosity" in summary:

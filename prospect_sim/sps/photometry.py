@@ -76,6 +76,7 @@ from .outliers import _Spike, _outlier_fluxes, _split_curves
 
 __all__ = ["PhotometryKernel"]
 
+LIGHTSPEED_AA = 2.998e18   # Angstrom/s, Prospector's value
 _LSUN = 3.846e33           # erg/s, prospect.sources.constants.lsun
 _PC = 3.085677581467192e18  # cm, prospect.sources.constants.pc
 _TO_CGS = _LSUN / (4.0 * np.pi * (_PC * 10)**2)
@@ -210,7 +211,8 @@ class PhotometryKernel:
         summaries ``halpha``, ``oiii5007``, ``dust_luminosity`` and
         ``agn_luminosity`` (N,), per Msun formed.
         """
-        names = ((["halpha", "oiii5007"] if self.nebular is not None else [])
+        names = ((["halpha", "oiii5007", "halpha_ew", "oiii5007_ew"]
+                  if self.nebular is not None else [])
                  + (["dust_luminosity"] if self.dust is not None else [])
                  + (["agn_luminosity"] if self.agn is not None else []))
         for name in names:
@@ -278,15 +280,36 @@ class PhotometryKernel:
         return _nebular.line_photometry(positions, amp, batch.zred, self.filters)
 
     def _named_lines(self, batch, w32, y32, zlo):
-        """Attenuated H-alpha and [OIII]5007 luminosities (N,), Lsun per Msun formed."""
+        """H-alpha and [OIII]5007 after dust: luminosities (Lsun per Msun formed) and EWs.
+
+        The equivalent width (rest frame, Angstrom) is the line over the
+        stellar + nebular continuum L_lambda at the line, attenuated as the
+        line is (the young/old split of both); AGN and dust emission are not
+        counted in the continuum.
+        """
         neb = self.nebular
-        idx = [int(np.argmin(np.abs(neb.line_wave - lam))) for lam in (6562.80, 5006.84)]
-        table = self._lines32[:, :, idx] if getattr(self, "_lines32", None) is not None \
-            else neb.lines[:, :, idx].astype(np.float32)
-        total = _pair_table(w32, zlo, table, neb.n_age)
-        young = None if y32 is None else _pair_table(y32, zlo, table, neb.n_age)
-        lum = _nebular.attenuated_lines(neb.line_wave[idx], total, young, batch)
-        return {"halpha": lum[:, 0], "oiii5007": lum[:, 1]}
+        if getattr(self, "_named", None) is None:
+            idx = [int(np.argmin(np.abs(neb.line_wave - lam))) for lam in (6562.80, 5006.84)]
+            wave = self.library.wavelengths
+            cont = np.empty(self.library.spectra.shape[:2] + (2,), dtype=np.float32)
+            for j, i in enumerate(idx):
+                lam = neb.line_wave[i]
+                k = int(np.clip(np.searchsorted(wave, lam) - 1, 0, len(wave) - 2))
+                t = (lam - wave[k]) / (wave[k + 1] - wave[k])
+                lnu = (1 - t) * self.library.spectra[..., k] + t * self.library.spectra[..., k + 1]
+                cont[..., j] = lnu * LIGHTSPEED_AA / lam**2                  # L_lambda
+            self._named = (idx, neb.lines[:, :, idx].astype(np.float32), cont)
+        idx, lines, cont = self._named
+        waves = neb.line_wave[idx]
+        out = {}
+        for key, table in (("", lines), ("_continuum", cont)):
+            total = _pair_table(w32, zlo, table, table.shape[1])
+            young = None if y32 is None else _pair_table(y32, zlo, table, table.shape[1])
+            out[key] = _nebular.attenuated_lines(waves, total, young, batch)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ew = out[""] / out["_continuum"]
+        return {"halpha": out[""][:, 0], "oiii5007": out[""][:, 1],
+                "halpha_ew": ew[:, 0], "oiii5007_ew": ew[:, 1]}
 
     def _weights(self, batch, chunk=2048):
         """SSP weights as float32 (N, 2, A) with the metallicity interpolation folded in.

@@ -241,3 +241,20 @@ def test_line_flux_extras_are_specmodel_line_fluxes():
     for key, line in (("halpha_flux", 6562.80), ("oiii5007_flux", 5006.84)):
         want = lum[_index(wave, line)] * norm
         assert props[key][0] == pytest.approx(want, rel=1e-5)
+
+
+def test_equivalent_widths_against_the_spectrum():
+    """EW = line luminosity / continuum L_lambda read off the per-object spectrum (no lines in it)."""
+    from sedpy.observate import load_filters
+    params = dict(sfh=4, mass=1e9, logzsol=-0.5, gas_logz=-0.5, dust2=0.4, dust1=0.3,
+                  tage=0.05, tau=1.0, zred=0.3, add_neb_emission=True, nebemlineinspec=False,
+                  gas_logu=-2.0)
+    sps = GridSPS()
+    wave, spec, _ = sps.get_galaxy_spectrum(**params)
+    lwave, lum = sps.get_galaxy_elines()
+    _, props = GridSPS().photometry_and_properties(params, load_filters(["decam_r"]))
+    for key, line in (("halpha_ew", 6562.80), ("oiii5007_ew", 5006.84)):
+        continuum = np.interp(line, wave, spec) * 2.998e18 / line**2        # L_lambda
+        want = lum[_index(lwave, line)] / continuum
+        assert props[key][0] == pytest.approx(want, rel=2e-3)
+    assert 50 < props["halpha_ew"][0] < 2000          # a 50 Myr star-forming population
