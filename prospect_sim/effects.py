@@ -26,27 +26,26 @@ _N_PROBE = 4
 _SEED = 20261206
 _RTOL = 1e-6
 
-#: What would make a parameter matter, by name or prefix.
-_USES = (
-    (("agn_eb_v",), "the AGN disc (agn_mass > 0)"),
-    (("inclination",), "the AGN torus (agn_torus_mass > 0)"),
-    (("agn_tau", "fagn"), "FSPS's AGN torus (add_agn_dust=True, fagn > 0)"),
-    (("agn_mass", "agn_torus_mass"), "an sps with an AGN component (GridSPS has one)"),
-    (("duste_",), "dust emission (add_dust_emission=True) and bands that see the "
-                  "rest-frame infrared (beyond ~3 um)"),
-    (("gas_logu", "gas_logz"), "nebular emission (add_neb_emission=True)"),
-    (("dust1", "dust1_index", "dust_tesc"),
-     "stars younger than dust_tesc (an SFH with young stars) and dust1 > 0"),
-    (("dust_index",), "dust_type 0 or 4 (Calzetti, dust_type=2, has no slope)"),
-    (("tau",), "a tau or delayed-tau SFH (sfh=1 or 4)"),
-    (("igm_factor",), "add_igm_absorption=True and bands blueward of Ly-alpha"),
-)
+#: What would make a stellar, dust or IGM parameter matter (the components
+#: say it for theirs: :attr:`prospect_sim.sps.component.Component.uses`).
+_USES = {
+    "dust1": "stars younger than dust_tesc (an SFH with young stars) and dust1 > 0",
+    "dust1_index": "stars younger than dust_tesc (an SFH with young stars) and dust1 > 0",
+    "dust_tesc": "stars younger than dust_tesc (an SFH with young stars) and dust1 > 0",
+    "dust_index": "dust_type 0 or 4 (Calzetti, dust_type=2, has no slope)",
+    "tau": "a tau or delayed-tau SFH (sfh=1 or 4)",
+    "igm_factor": "add_igm_absorption=True and bands blueward of Ly-alpha",
+}
 
 
 def what_uses(name):
     """A few words on what would give parameter ``name`` an effect."""
-    for names, use in _USES:
-        if any(name == n or (n.endswith("_") and name.startswith(n)) for n in names):
+    from .sps.components import uses
+    table = {**_USES, **uses()}
+    if name in table:
+        return table[name]
+    for prefix, use in table.items():
+        if prefix.endswith("_") and name.startswith(prefix):
             return use
     return "nothing in the model or the sps reads it"
 

@@ -36,7 +36,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["EXTRAS", "COMPONENT_EXTRAS", "extras_for", "prior_transform", "batch_params",
+__all__ = ["EXTRAS", "extras_for", "prior_transform", "batch_params",
            "predict_batch",
            "has_fast_path", "prior_description", "sfh_properties"]
 
@@ -48,37 +48,22 @@ EXTRAS = {"mfrac": "surviving stellar mass / stellar mass formed",
           "sfr100": "star formation rate averaged over the last 100 Myr, Msun/yr",
           "mwa": "mass-weighted age (by mass formed), Gyr"}
 
-#: Quantities the sps components give, stored when the model turns them on
-#: (``extras_for``); NaN from an sps that does not compute them.
-COMPONENT_EXTRAS = {
-    "halpha_flux": "H-alpha 6563 line flux after dust, observed frame, erg/s/cm^2",
-    "oiii5007_flux": "[OIII] 5007 line flux after dust, observed frame, erg/s/cm^2",
-    "halpha_ew": "H-alpha rest-frame equivalent width against the stellar + nebular "
-                 "continuum (AGN and dust emission not counted), Angstrom",
-    "oiii5007_ew": "[OIII] 5007 rest-frame equivalent width, as halpha_ew, Angstrom",
-    "l_ir": "luminosity absorbed and re-emitted by dust (L_IR), Lsun",
-    "l_agn": "intrinsic AGN luminosity (disc + torus), Lsun",
-}
-
-
 def extras_for(model):
-    """Names and units of the extras a simulation of ``model`` stores (dict)."""
+    """Names and units of the extras a simulation of ``model`` stores (dict).
+
+    :data:`EXTRAS`, and those of every component of the embedded SPS that
+    the model turns on (:meth:`prospect_sim.sps.component.Component.extras`;
+    NaN from an sps that does not compute them).
+    """
+    from .sps.components import COMPONENTS
     params = model.params
     out = dict(EXTRAS)
 
     def flag(key, default=False):
         return bool(np.atleast_1d(params.get(key, default)).flat[0])
 
-    if flag("add_neb_emission"):
-        out["halpha_flux"] = COMPONENT_EXTRAS["halpha_flux"]
-        out["oiii5007_flux"] = COMPONENT_EXTRAS["oiii5007_flux"]
-        out["halpha_ew"] = COMPONENT_EXTRAS["halpha_ew"]
-        out["oiii5007_ew"] = COMPONENT_EXTRAS["oiii5007_ew"]
-    if flag("add_dust_emission"):
-        out["l_ir"] = COMPONENT_EXTRAS["l_ir"]
-    if any(k in params for k in ("agn_mass", "agn_torus_mass")) or (
-            flag("add_agn_dust") and "fagn" in params):
-        out["l_agn"] = COMPONENT_EXTRAS["l_agn"]
+    for component in COMPONENTS:
+        out.update(component.extras(flag, params))
     return out
 
 

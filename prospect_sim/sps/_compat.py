@@ -5,7 +5,7 @@ reads ``$SPS_HOME/data/emlines_info.dat`` with ``os.path.join(os.getenv(...))``
 and raises ``TypeError`` when ``SPS_HOME`` is unset (it only catches
 OSError/KeyError/ValueError).  :func:`install` wraps that method so that,
 when the file cannot be read, the model gets the line table of the
-embedded nebular grids (:func:`.nebular.line_list`: the 124 Cloudy lines,
+embedded nebular grids (:func:`.cloudy.line_list`: the 124 Cloudy lines,
 in the order :meth:`GridSPS.get_galaxy_elines` returns them), or an empty
 one if those grids are not installed, which is what every later call
 (``parse_elines`` and ``nebline_photometry`` in each ``predict``) needs.
@@ -60,7 +60,7 @@ def embedded_eline_info():
     Empty when the grid's line list cannot be read (bagpipes missing).
     """
     from ..errors import SPSError
-    from .nebular import line_list
+    from .cloudy import line_list
     try:
         wave, names = line_list()
     except SPSError:

@@ -1,6 +1,7 @@
 """Active galactic nuclei: a quasar disc and a dusty torus (agnfinder), and FSPS's ``fagn``.
 
-The physics of this component, used alike by the per-object spectrum
+The physics of this component (:class:`AGN`, a :class:`~.component.Component`),
+used alike by the per-object spectrum
 (:meth:`.kernel.SpectralKernel.spectra`) and the batched photometry
 (:mod:`.photometry`).  The templates are published tables shipped with the
 package (``prospect_sim/sps/data/agn/``, citations in its README).
@@ -47,8 +48,10 @@ import os
 import numpy as np
 
 from ..errors import SPSError
+from .checks import check_range, scalar_option
+from .component import Bands, Component, pair_table
 
-__all__ = ["AGNTemplates", "load_templates", "inclination_weights", "bolometric",
+__all__ = ["AGN", "AGNTemplates", "load_templates", "inclination_weights", "bolometric",
            "agn_spectra", "DATA_DIR", "CLUMPY_TAU", "INCLINATIONS"]
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data", "agn")
@@ -203,3 +206,151 @@ def evaluated(wave):
     return {"disc": t.disc_lnu(wave), "smc": t.smc(wave),
             "torus": np.array([t.torus_lnu(wave, i) for i in range(len(INCLINATIONS))]),
             "selected": t.torus_lnu(wave, "selected")}
+
+
+class AGN(Component):
+    """The agnfinder disc and torus and FSPS's ``fagn`` torus (this module)."""
+
+    name = "AGN"
+    parameters = {"agn_mass": 0.0, "agn_eb_v": 0.0, "agn_torus_mass": 0.0, "inclination": 0.0,
+                  "fagn": 0.0, "agn_tau": 10.0}
+    uses = {"agn_eb_v": "the AGN disc (agn_mass > 0)",
+            "inclination": "the AGN torus (agn_torus_mass > 0)",
+            "agn_tau": "FSPS's AGN torus (add_agn_dust=True, fagn > 0)",
+            "fagn": "FSPS's AGN torus (add_agn_dust=True, fagn > 0)",
+            "agn_mass": "an sps with an AGN component (GridSPS has one)",
+            "agn_torus_mass": "an sps with an AGN component (GridSPS has one)"}
+    AMPLITUDES = ("agn_mass", "agn_torus_mass", "fagn")
+
+    def read(self, params, batch, library):
+        if not bool(scalar_option(params, "add_agn_dust", True)):
+            batch.fagn = np.zeros(batch.n)
+        for key in self.AMPLITUDES + ("agn_eb_v",):
+            check_range(key, getattr(batch, key), 0.0, np.inf)
+        check_range("inclination", batch.inclination, 0.0, 90.0, unit=" deg")
+        if np.any(batch.fagn > 0) and not np.all(batch.agn_tau == CLUMPY_TAU):
+            raise SPSError(f"agn_tau={batch.agn_tau[batch.fagn > 0][0]!r}: GridSPS has the "
+                           f"CLUMPY torus of tau_V = {CLUMPY_TAU:g} only (templates for other "
+                           f"optical depths are not shipped); set agn_tau={CLUMPY_TAU:g}.")
+        batch.agn = bool(any(np.any(getattr(batch, key) > 0) for key in self.AMPLITUDES))
+
+    def on(self, batch):
+        return batch.agn
+
+    def ranges(self, library):
+        return {"inclination": (0.0, 90.0), "agn_eb_v": (0.0, np.inf),
+                **{key: (0.0, np.inf) for key in self.AMPLITUDES}}
+
+    def shared(self, batch):
+        # the photometry is tabulated with the IGM of one igm_factor
+        return ("igm_factor",) if batch.agn and batch.igm else ()
+
+    @staticmethod
+    def bolometric_table(kernel):
+        """Intrinsic bolometric luminosity of each SSP of ``kernel``'s library, (Z, A, 1)."""
+        return kernel.cached("bolometric", lambda: bolometric(
+            kernel.library.name, fallback=kernel.library)[..., None])
+
+    @staticmethod
+    def templates(kernel):
+        """The templates on ``kernel``'s wavelengths (:func:`evaluated`)."""
+        return kernel.cached("agn", lambda: evaluated(kernel.wave))
+
+    def emitted(self, kernel, batch, parts, spec):
+        """Not attenuated by the host's dust; the IGM applies afterwards."""
+        lbol = kernel.sum_ssps(parts.weights, parts.zlo, parts.zfrac,
+                               table=self.bolometric_table(kernel), dtype=np.float64)
+        spec += lbol * agn_spectra(self.templates(kernel), batch)
+
+    def bands_key(self, batch):
+        return float(batch.igm_factor[0]) if batch.igm else None
+
+    def bands(self, kernel, library, filters, batch):
+        igm = float(batch.igm_factor[0]) if batch.igm else None
+        return AGNBands(library.wavelengths, filters, self.bolometric_table(kernel)[..., 0],
+                        self.templates(kernel), igm)
+
+    def describe(self, value, on, free):
+        parts = [n for n, k in (("quasar disc", "agn_mass"), ("clumpy torus", "agn_torus_mass"))
+                 if on(k)]
+        if bool(value("add_agn_dust", True)) and on("fagn"):
+            parts.append("FSPS fagn torus")
+        return "AGN: " + " + ".join(parts) if parts else None
+
+    def extras(self, flag, params):
+        if any(k in params for k in ("agn_mass", "agn_torus_mass")) or (
+                flag("add_agn_dust") and "fagn" in params):
+            return {"l_agn": "intrinsic AGN luminosity (disc + torus), Lsun"}
+        return {}
+
+
+class AGNBands(Bands):
+    """Band fluxes of the AGN for N objects, before ``flux_norm``.
+
+    Each template's photometry is tabulated in redshift
+    (:class:`.dust_emission.TemplatePhotometry`, IGM included): the torus at
+    the ten tabulated inclinations (the model is linear in flux between
+    them, so this is exact), the disc at reddenings ``agn_eb_v`` every
+    0.025 mag up to 1, interpolated linearly in log flux (the reddening factor
+    ``10**(-0.4 E k)`` is log-linear in E at each wavelength; within a band
+    the remainder is under 3e-4 mag).  The amplitudes are multiples of the
+    stars' intrinsic bolometric luminosity, one dot product of the SSP
+    weights.
+    """
+
+    summaries = ("agn_luminosity",)
+    E_STEP = 0.025
+    E_MAX = 1.0
+
+    def __init__(self, wave, filters, bolometric, templates, igm_factor):
+        from .dust_emission import TemplatePhotometry
+        self.bolometric = bolometric.astype(np.float32)[..., None]
+        n_e = int(round(self.E_MAX / self.E_STEP)) + 1
+        discs = [templates["disc"] * 10**(-0.4 * j * self.E_STEP * templates["smc"])
+                 for j in range(n_e)]
+        stack = np.vstack(discs + list(templates["torus"]) + [templates["selected"]])
+        self.n_e, self.n_torus = n_e, len(templates["torus"])
+        # smooth templates over 100 AA - 1e7 AA: R = 1000 and 1e-3 in ln(1+z) suffice
+        self.table = TemplatePhotometry(wave, stack, filters, step=1e-3, igm_factor=igm_factor,
+                                        resolution=1000.0)
+        self.n_bands = len(filters)
+
+    def add(self, batch, w32, y32, zlo, out, summary):
+        flux, summary["agn_luminosity"][:] = self.fluxes(batch, w32, zlo)
+        out += flux
+
+    def fluxes(self, batch, w32, zlo):
+        """(N, B): bolometric x (agn_mass disc + agn_torus_mass torus + fagn torus), and (N,) L_AGN."""
+        lbol = pair_table(w32, zlo, self.bolometric, self.bolometric.shape[1])[:, 0]
+        out = np.zeros((batch.n, self.n_bands))
+        rows = np.flatnonzero(batch.agn_mass > 0)
+        if len(rows):
+            if batch.agn_eb_v[rows].max() > self.E_MAX:
+                raise SPSError(f"agn_eb_v={batch.agn_eb_v[rows].max():.3g}: the batched "
+                               f"photometry covers agn_eb_v up to {self.E_MAX}; narrow the "
+                               "prior or predict per object (model.predict).")
+            x = batch.agn_eb_v[rows] / self.E_STEP
+            j = np.minimum(np.floor(x).astype(int), self.n_e - 2)
+            g = (x - j)[:, None]
+            z = batch.zred[rows]
+            lo, hi = self.table(z, j), self.table(z, j + 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # log-linear in E between the tabulated reddenings
+                mix = np.where((lo > 0) & (hi > 0), lo * (hi / np.where(lo > 0, lo, 1.0))**g,
+                               (1 - g) * lo + g * hi)
+            out[rows] += batch.agn_mass[rows, None] * mix
+        rows = np.flatnonzero(batch.agn_torus_mass > 0)
+        if len(rows):
+            lo, frac = inclination_weights(batch.inclination[rows])
+            z, f = batch.zred[rows], frac[:, None]
+            out[rows] += batch.agn_torus_mass[rows, None] * (
+                (1 - f) * self.table(z, self.n_e + lo) + f * self.table(z, self.n_e + lo + 1))
+        rows = np.flatnonzero(batch.fagn > 0)
+        if len(rows):
+            out[rows] += batch.fagn[rows, None] * self.table(batch.zred[rows],
+                                                             self.n_e + self.n_torus)
+        amplitude = batch.agn_mass + batch.agn_torus_mass + batch.fagn
+        return out * lbol[:, None], amplitude * lbol
+
+    def properties(self, summary, batch, line_norm, mass_formed):
+        return {"l_agn": summary["agn_luminosity"] * mass_formed}

@@ -18,11 +18,15 @@ younger than ``10**dust_tesc`` yr (FSPS default 7.0, i.e. 10 Myr).
 
 - birth-cloud dust, young stars only: ``tau1 = dust1 * (lambda/5500)**dust1_index``
   (a power law whatever ``dust_type`` is, as in FSPS).
+
+:class:`Attenuation` is how every path applies them: the per-object
+spectrum (on its pixels), the batched lattice (its bins), the filters'
+outlier points, the emission lines and the dust-emission energy balance.
 """
 
 import numpy as np
 
-__all__ = ["DUST_TYPES", "calzetti_k", "drude_bump", "diffuse_tau", "diffuse_tau_at",
+__all__ = ["DUST_TYPES", "Attenuation", "calzetti_k", "drude_bump", "diffuse_tau", "diffuse_tau_at",
            "birth_cloud_tau", "birth_cloud_tau_at"]
 
 #: Supported FSPS dust_type codes.
@@ -149,3 +153,103 @@ def birth_cloud_tau_at(wave, dust1, dust1_index):
 def _power_law(wave, amplitude, index):
     """``amplitude * (wave/5500)**index`` on arrays that broadcast together."""
     return amplitude * np.exp(index * np.log(wave / LAMBDA_V))
+
+
+class Attenuation:
+    """The dust of N objects, as every path applies it.
+
+    Light of all stars sees the diffuse dust, ``exp(-tau2)``; light of
+    stars younger than ``10**dust_tesc`` yr, and the nebular light they
+    ionise, also the birth clouds, ``exp(-tau1)``.  Light is given as a
+    ``total`` and the ``young`` part of it (None when no object has
+    ``dust1 > 0``), at wavelengths shared by the N objects or one per object.
+
+    Parameters
+    ----------
+    batch : Batch
+        ``dust_type`` and (N,) ``dust2``, ``dust_index``, ``dust1``, ``dust1_index``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> one = np.ones(1)
+    >>> calzetti = SimpleNamespace(dust_type=2, dust2=one, dust_index=0 * one,
+    ...                            dust1=0 * one, dust1_index=0 * one)
+    >>> float(Attenuation(calzetti).apply(np.array([5500.0]), np.ones((1, 1)), None)[0, 0])
+    ... # doctest: +ELLIPSIS
+    0.368...
+    """
+
+    def __init__(self, batch):
+        self.dust_type = batch.dust_type
+        self.dust2 = np.asarray(batch.dust2, dtype=float)
+        self.dust_index = np.asarray(batch.dust_index, dtype=float)
+        self.dust1 = np.asarray(batch.dust1, dtype=float)
+        self.dust1_index = np.asarray(batch.dust1_index, dtype=float)
+        self.birth = bool(np.any(self.dust1 > 0))
+        #: one curve times dust2 (Calzetti has no slope, or every object has the same one)
+        self.shared = self.dust_type == 2 or bool(np.all(self.dust_index == self.dust_index[:1]))
+
+    def unit_tau(self, wave, cache=None):
+        """The diffuse optical depth at ``dust2 = 1``, (W,), when it is :attr:`shared`; else None.
+
+        ``cache`` (a dict) keeps it per (dust_type, dust_index) for a
+        wavelength array that does not change.
+        """
+        if not self.shared:
+            return None
+        index = 0.0 if self.dust_type == 2 else float(self.dust_index[0])
+        key = (self.dust_type, index, id(wave))
+        curve = None if cache is None else cache.get(key)
+        if curve is None:
+            curve = diffuse_tau(self.dust_type, wave, np.ones(1), np.full(1, index))[0]
+            if cache is not None:
+                if len(cache) > 16:
+                    cache.clear()
+                cache[key] = curve
+        return curve
+
+    def diffuse_tau(self, wave, cache=None):
+        """``tau2`` (N, W) at wavelengths ``wave`` (W,)."""
+        curve = self.unit_tau(wave, cache)
+        if curve is not None:
+            return self.dust2[:, None] * curve[None, :]
+        return diffuse_tau(self.dust_type, wave, self.dust2, self.dust_index)
+
+    def birth_tau(self, wave):
+        """``tau1`` (N, W), or None when no object has ``dust1 > 0``."""
+        if not self.birth:
+            return None
+        return birth_cloud_tau(wave, self.dust1, self.dust1_index)
+
+    def transmissions(self, wave, cache=None):
+        """``exp(-tau2)`` (N, W) and ``exp(-tau1)`` (N, W) or None."""
+        tau1 = self.birth_tau(wave)
+        return (np.exp(-self.diffuse_tau(wave, cache)),
+                None if tau1 is None else np.exp(-tau1))
+
+    def apply(self, wave, total, young):
+        """Attenuated light (N, X) at wavelengths ``wave`` (X,): ``T2 (total - young (1 - T1))``."""
+        if young is not None and self.birth:
+            total = total + young * np.expm1(-self.birth_tau(wave))
+        return total * np.exp(-self.diffuse_tau(wave))
+
+    def absorbed(self, wave, total, young):
+        """Light the dust absorbs, summed over ``wave`` (X,): (N,).
+
+        ``total (1 - T2) + young T2 (1 - T1)``, each term positive (no
+        cancellation when little is absorbed).
+        """
+        trans = np.exp(-self.diffuse_tau(wave))
+        out = np.einsum("nx,nx->n", total, 1.0 - trans)
+        if young is not None and self.birth:
+            out += np.einsum("nx,nx->n", young, trans * -np.expm1(-self.birth_tau(wave)))
+        return out
+
+    def apply_at(self, wave, total, young):
+        """:meth:`apply` at one rest wavelength per object: ``wave``, ``total``, ``young`` (N,)."""
+        if young is not None and self.birth:
+            total = total + young * np.expm1(-birth_cloud_tau_at(wave, self.dust1,
+                                                                 self.dust1_index))
+        return total * np.exp(-diffuse_tau_at(self.dust_type, wave, self.dust2,
+                                              self.dust_index))

@@ -1,6 +1,7 @@
 """Dust emission with energy balance: Draine & Li (2007) templates at the absorbed luminosity.
 
-The physics of this component, used alike by the per-object spectrum
+The physics of this component (:class:`DustEmission`, a
+:class:`~.component.Component`), used alike by the per-object spectrum
 (:meth:`.kernel.SpectralKernel.spectra`) and the batched photometry
 (:mod:`.photometry`).
 
@@ -45,13 +46,15 @@ import numpy as np
 
 from ..errors import SPSError
 from ._compiled import compiled
-from .dust import birth_cloud_tau, diffuse_tau
+from .checks import check_range, scalar_option
+from .cloudy import LIGHTSPEED_AA, grid_path
+from .component import Bands, Component, pair_table
+from .dust import Attenuation
 from .igm import LYMAN_LIMIT
-from .nebular import LIGHTSPEED_AA, grid_path
 
-__all__ = ["UMIN_FILE", "UMAX_FILE", "DustEmissionGrid", "AbsorptionTable", "load_grid",
-           "AbsorptionTables",
-           "absorption_tables", "absorbed", "TemplatePhotometry", "UMIN_RANGE", "QPAH_RANGE"]
+__all__ = ["DustEmission", "UMIN_FILE", "UMAX_FILE", "DustEmissionGrid", "AbsorptionTable",
+           "load_grid", "AbsorptionTables", "absorption_tables", "TemplatePhotometry",
+           "UMIN_RANGE", "QPAH_RANGE"]
 
 UMIN_FILE = "dl07_grids_umin_only_no_norm.fits"
 UMAX_FILE = "dl07_grids_umin_umax_no_norm.fits"
@@ -197,7 +200,7 @@ class AbsorptionTable:
 
 
 class AbsorptionTables:
-    """What :func:`absorbed` needs for one library and nebular setting.
+    """What :meth:`.dust.Attenuation.absorbed` needs for one library and nebular setting.
 
     Attributes
     ----------
@@ -231,8 +234,8 @@ def absorption_tables(library_name, nebular=None, fallback=None):
     fallback : SSPLibrary or None
         Used when ``library_name`` cannot be loaded (a library built in memory).
     """
+    from .cloudy import load_grid as load_nebular_grid
     from .library import load_library
-    from . import nebular as _nebular
     try:
         library = load_library(library_name)
     except SPSError:
@@ -245,7 +248,7 @@ def absorption_tables(library_name, nebular=None, fallback=None):
     binned = AbsorptionTable(library.wavelengths, library.spectra)
     stars, neb = binned.table, None
     if nebular is not None:
-        tables = _nebular.load_grid().tables(library, library.wavelengths, *nebular)
+        tables = load_nebular_grid().tables(library, library.wavelengths, *nebular)
         stars = stars.copy()
         below = int(np.searchsorted(binned.edges, LYMAN_LIMIT * (1 + 1e-9))) - 1
         stars[:, :tables.n_age, :max(below, 0)] = 0.0
@@ -277,32 +280,6 @@ def _bin_operator(wave, edges):
         np.add.at(op, (ii, which), 0.5 * widths * (1 - tt))
         np.add.at(op, (ii + 1, which), 0.5 * widths * tt)
     return op
-
-
-def absorbed(centers, total, young, batch):
-    """Luminosity absorbed by dust from binned intrinsic light.
-
-    Parameters
-    ----------
-    centers : ndarray (nb,)
-        Rest-frame Angstrom.
-    total : ndarray (N, nb)
-        Intrinsic luminosity of all stars (and nebular continuum) per bin.
-    young : ndarray (N, nb) or None
-        The part from stars younger than ``10**dust_tesc`` yr.
-    batch : Batch
-
-    Returns
-    -------
-    ndarray (N,)
-        Lsun per Msun formed.
-    """
-    trans = np.exp(-diffuse_tau(batch.dust_type, centers, batch.dust2, batch.dust_index))
-    out = np.einsum("nb,nb->n", total, 1.0 - trans)
-    if young is not None:
-        clouds = -np.expm1(-birth_cloud_tau(centers, batch.dust1, batch.dust1_index))
-        out += np.einsum("nb,nb->n", young, trans * clouds)
-    return out
 
 
 def _bracket(grid, value):
@@ -441,3 +418,103 @@ def _trapezoid_band(wave, llam, z1, fwave, ftrans, blue, out):
                 total += 0.5 * (g + prev) * (wave[i] - wave[i - 1]) * s
             prev = g
         out[k] = total / (s * s)
+
+
+class DustEmission(Component):
+    """Dust emission with energy balance (this module)."""
+
+    name = "dust emission"
+    parameters = {"duste_umin": 1.0, "duste_qpah": 3.5, "duste_gamma": 0.01}
+    uses = {"duste_": "dust emission (add_dust_emission=True) and bands that see the "
+                      "rest-frame infrared (beyond ~3 um)"}
+
+    def read(self, params, batch, library):
+        batch.dust_emission = bool(scalar_option(params, "add_dust_emission", False))
+        if batch.dust_emission:
+            for key, (lo, hi) in self.ranges(library).items():
+                check_range(key, getattr(batch, key), lo, hi)
+
+    def on(self, batch):
+        return batch.dust_emission
+
+    def ranges(self, library):
+        return {"duste_umin": UMIN_RANGE, "duste_qpah": QPAH_RANGE, "duste_gamma": (0.0, 1.0)}
+
+    def shared(self, batch):
+        return tuple(self.parameters) if batch.dust_emission else ()
+
+    @staticmethod
+    def absorption(kernel, batch):
+        """:class:`AbsorptionTables` of ``kernel``'s library for the batch's nebular setting."""
+        nebular = ((float(batch.gas_logu[0]), bool(batch.neb_continuum))
+                   if batch.nebular else None)
+        return kernel.cached(("absorption", nebular), lambda: absorption_tables(
+            kernel.library.name, nebular, fallback=kernel.library))
+
+    @staticmethod
+    def template(kernel, batch):
+        """Unit-luminosity emission (W,), Lsun/Hz, on ``kernel``'s wavelengths."""
+        values = tuple(float(getattr(batch, key)[0])
+                       for key in ("duste_umin", "duste_qpah", "duste_gamma"))
+        return kernel.cached(("duste",) + values,
+                             lambda: load_grid().template_lnu(kernel.wave, *values))
+
+    def luminosity(self, kernel, batch, parts):
+        """Luminosity absorbed by dust, (N,) Lsun per Msun formed."""
+        table = self.absorption(kernel, batch)
+        total = kernel.sum_ssps(parts.weights, parts.zlo, parts.zfrac, table=table.stars,
+                                dtype=np.float64)
+        young = (None if parts.young_w is None else
+                 kernel.sum_ssps(parts.young_w, parts.zlo, parts.zfrac, table=table.stars,
+                                 dtype=np.float64))
+        if table.nebular is not None:
+            n = table.nebular.shape[1]
+            total += kernel.sum_ssps(parts.weights[:, :n], parts.glo, parts.gfrac,
+                                     table=table.nebular, dtype=np.float64)
+            if young is not None:
+                young += kernel.sum_ssps(parts.young_w[:, :n], parts.glo, parts.gfrac,
+                                         table=table.nebular, dtype=np.float64)
+        return Attenuation(batch).absorbed(table.centers, total, young)
+
+    def emitted(self, kernel, batch, parts, spec):
+        spec += self.luminosity(kernel, batch, parts)[:, None] * self.template(kernel, batch)
+
+    def bands_key(self, batch):
+        return tuple(float(getattr(batch, key)[0]) for key in self.parameters)
+
+    def bands(self, kernel, library, filters, batch):
+        return DustEmissionBands(self.absorption(kernel, batch), self.template(kernel, batch),
+                                 library.wavelengths, filters)
+
+    def describe(self, value, on, free):
+        if bool(value("add_dust_emission", False)):
+            return "dust emission: Draine & Li (2007), energy balance"
+        return None
+
+    def extras(self, flag, params):
+        if not flag("add_dust_emission"):
+            return {}
+        return {"l_ir": "luminosity absorbed and re-emitted by dust (L_IR), Lsun"}
+
+
+class DustEmissionBands(Bands):
+    """The dust emission in the bands: absorbed luminosity times the tabulated template."""
+
+    summaries = ("dust_luminosity",)
+
+    def __init__(self, absorption, template, wave, filters):
+        self.centers = absorption.centers
+        self.table = absorption.stars.copy()
+        if absorption.nebular is not None:          # gas and stars share the metallicity
+            self.table[:, :absorption.nebular.shape[1]] += absorption.nebular
+        self.photometry = TemplatePhotometry(wave, template, filters)
+
+    def add(self, batch, w32, y32, zlo, out, summary):
+        total = pair_table(w32, zlo, self.table, self.table.shape[1])
+        young = None if y32 is None else pair_table(y32, zlo, self.table, self.table.shape[1])
+        luminosity = Attenuation(batch).absorbed(self.centers, total, young)
+        summary["dust_luminosity"][:] = luminosity
+        out += luminosity[:, None] * self.photometry(batch.zred)
+
+    def properties(self, summary, batch, line_norm, mass_formed):
+        return {"l_ir": summary["dust_luminosity"] * mass_formed}

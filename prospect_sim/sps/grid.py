@@ -20,12 +20,11 @@ import logging
 
 import numpy as np
 
-from ..errors import SPSError
+from .cloudy import line_list
+from .components import COMPONENTS
 from .kernel import SpectralKernel
 from .library import load_library
 from .params import normalize, require_shared
-from . import agn as _agn
-from . import nebular as _nebular
 from . import sfh as _sfh
 
 __all__ = ["GridSPS"]
@@ -139,7 +138,7 @@ class GridSPS:
         self.params = merged            # kept only once they are valid
         spec, mfrac, lines = self._kernel.spectra(batch)
         spec = spec[0]
-        line_wave, _ = _nebular.line_list()
+        line_wave, _ = line_list()
         lines = np.zeros(len(line_wave)) if lines is None else lines[0]
         if batch.mstar:
             spec, lines = spec / mfrac[0], lines / mfrac[0]
@@ -163,7 +162,7 @@ class GridSPS:
             does not add them again.
         """
         if self._last_lines is None:
-            wave, _ = _nebular.line_list()
+            wave, _ = line_list()
             return wave.copy(), np.zeros(len(wave))
         wave, lum = self._last_lines
         return wave.copy(), lum.copy()
@@ -233,53 +232,34 @@ class GridSPS:
         mass_formed = batch.mass / summary["mfrac"] if batch.mstar else batch.mass
         # luminosities per Msun formed -> Lsun; lines -> observed flux as SpecModel does
         line_norm = kernel.flux_norm(batch, summary["mfrac"]) / (1 + batch.zred) * 3631e-23
-        for name, key in (("halpha", "halpha_flux"), ("oiii5007", "oiii5007_flux")):
-            if name in summary:
-                props[key] = summary[name] * line_norm
-        for key in ("halpha_ew", "oiii5007_ew"):
-            if key in summary:
-                props[key] = summary[key]
-        if "dust_luminosity" in summary:
-            props["l_ir"] = summary["dust_luminosity"] * mass_formed
-        if "agn_luminosity" in summary:
-            props["l_agn"] = summary["agn_luminosity"] * mass_formed
+        for bands in kernel.bands:
+            props.update(bands.properties(summary, batch, line_norm, mass_formed))
         return maggies, props
 
     def _photometry_kernel(self, filters, batch):
-        """The :class:`PhotometryKernel` of ``filters`` and the batch's nebular setting."""
+        """The :class:`PhotometryKernel` of ``filters`` and the components the batch turns on.
+
+        Each component may change the library the lattice is built on
+        (nebular continuum) and adds its own :class:`~.component.Bands`.
+        """
         from .photometry import PhotometryKernel
         require_shared(batch)
-        nebular = None
-        if batch.nebular:
-            if not np.array_equal(batch.gas_logz, batch.logzsol):
-                raise SPSError(
-                    "The batched photometry needs gas_logz equal to logzsol (as in "
-                    "Prospector's TemplateLibrary['nebular'], where gas_logz depends_on "
-                    "stellar_logzsol); got gas_logz="
-                    f"{batch.gas_logz[:3]}... for logzsol={batch.logzsol[:3]}...: tie them, "
-                    "or predict per object (model.predict).")
-            nebular = self._kernel.nebular_tables(batch.gas_logu[0], batch.neb_continuum)
-        dust = None
-        if batch.dust_emission:
-            dust = (self._kernel.absorption_table(batch), self._kernel.dust_template(batch))
-        agn = None
-        if batch.agn:
-            igm = float(batch.igm_factor[0]) if batch.igm else None
-            agn = (_agn.bolometric(self._library.name, fallback=self._library),
-                   self._kernel.agn_templates(), igm)
-        key = (tuple(_filter_names(filters)),
-               None if nebular is None else (nebular.logu, nebular.cont is not None),
-               None if agn is None else ("agn", agn[2]),
-               None if dust is None else (float(batch.duste_umin[0]),
-                                          float(batch.duste_qpah[0]),
-                                          float(batch.duste_gamma[0])))
+        active = [c for c in COMPONENTS if c.on(batch)]
+        for component in active:
+            component.check_batched(batch)
+        key = (tuple(_filter_names(filters)),) + tuple((c.name, c.bands_key(batch))
+                                                       for c in active)
         kernel = self._photometry.get(key)
         if kernel is None:
+            library = self._library
+            for component in active:
+                library = component.library(library, self._kernel, batch)
+            bands = [component.bands(self._kernel, library, _filter_list(filters), batch)
+                     for component in active]
             if len(self._photometry) > 4:
                 self._photometry.clear()
-            kernel = self._photometry[key] = PhotometryKernel(self._library, filters,
-                                                              nebular=nebular,
-                                                              dust_emission=dust, agn=agn)
+            kernel = self._photometry[key] = PhotometryKernel(
+                library, filters, bands=[b for b in bands if b is not None])
         return kernel
 
     def sfh_properties(self, params):
@@ -333,20 +313,10 @@ class GridSPS:
                f"dust attenuation: dust_type={dust_type} ({DUST_TYPES.get(dust_type, '?')})"
                + (", birth clouds (dust1) on stars younger than 10**dust_tesc yr"
                   if on("dust1") else "")]
-        if bool(value("add_neb_emission", False)):
-            out.append("nebular emission: Cloudy lines"
-                       + (" and continuum" if bool(value("add_neb_continuum", True)) else "")
-                       + f", gas_logu={'free' if 'gas_logu' in free else value('gas_logu', -2.0)}"
-                       + (", lines in the spectrum" if bool(value("nebemlineinspec", True))
-                          else ", lines added by SpecModel"))
-        if bool(value("add_dust_emission", False)):
-            out.append("dust emission: Draine & Li (2007), energy balance")
-        parts = [n for n, k in (("quasar disc", "agn_mass"), ("clumpy torus", "agn_torus_mass"))
-                 if on(k)]
-        if bool(value("add_agn_dust", True)) and on("fagn"):
-            parts.append("FSPS fagn torus")
-        if parts:
-            out.append("AGN: " + " + ".join(parts))
+        for component in COMPONENTS:
+            line = component.describe(value, on, free)
+            if line:
+                out.append(line)
         if bool(value("add_igm_absorption", True)):
             out.append("IGM: Madau (1995)")
         return out

@@ -7,12 +7,17 @@ wavelengths, all scaled by ``igm_factor``::
 
     T(lambda_rest; z) = exp(-igm_factor * tau(lambda_rest * (1 + z)))
 
-Applied for ``zred > 0`` when ``add_igm_absorption`` is true.
+Applied for ``zred > 0`` when ``add_igm_absorption`` is true, to the rest
+wavelengths shortward of Ly-alpha (:func:`batch_transmission`): by the
+per-object spectrum on its pixels, the batched lattice at its bin
+centres, the emission lines in the spectrum at their pixels and the
+tabulated template photometry (dust emission, AGN) at each node.
 """
 
 import numpy as np
 
 __all__ = ["LYMAN_WAVE", "LYMAN_COEFF", "LYMAN_LIMIT", "igm_tau", "igm_transmission",
+           "batch_transmission",
            "line_coefficients"]
 
 LYMAN_WAVE = np.array([1215.67, 1025.72, 972.537, 949.743, 937.803,
@@ -95,3 +100,20 @@ def igm_transmission(wave, zred, igm_factor=1.0, lines=None):
     tau = igm_tau(wave, np.maximum(zred, 0.0), lines=lines)
     factor = np.broadcast_to(np.asarray(igm_factor, dtype=float), zred.shape)
     return np.exp(-(factor * (zred > 0))[:, None] * tau)
+
+
+def batch_transmission(wave, batch, lines=None):
+    """The IGM of a batch at the increasing rest wavelengths ``wave`` that it touches.
+
+    Returns
+    -------
+    ndarray of shape (N, n) or None
+        The transmission at ``wave[:n]``, the wavelengths shortward of
+        Ly-alpha; None when the batch has no IGM there (``add_igm_absorption``
+        off, every ``zred`` 0, or no such wavelength).  ``lines`` are
+        :func:`line_coefficients` of ``wave[:n]``, if computed once already.
+    """
+    n = int(np.searchsorted(wave, LYMAN_WAVE[0], side="right"))
+    if not (batch.igm and n and np.any(batch.zred > 0)):
+        return None
+    return igm_transmission(wave[:n], batch.zred, batch.igm_factor, lines=lines)

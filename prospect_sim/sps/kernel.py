@@ -2,23 +2,23 @@
 
 :class:`SpectralKernel` sums SSP spectra with SFH weights
 (:mod:`~prospect_sim.sps.sfh`), interpolates linearly in log Z between the
-two bracketing grid metallicities (FSPS ``zcontinuous=1``), attenuates by
-dust (:mod:`~prospect_sim.sps.dust`) and the IGM (:mod:`~prospect_sim.sps.igm`),
-and adds the nebular emission of young stars (:mod:`~prospect_sim.sps.nebular`).
-It works on any wavelength sampling of the library: the native one for
-Prospector's per-object interface, a coarse log-lambda one for the batched
-photometry (:mod:`~prospect_sim.sps.photometry`); the physics is the same code.
+two bracketing grid metallicities (FSPS ``zcontinuous=1``), lets each
+component (:mod:`~prospect_sim.sps.components`) change that light and add
+its own around the dust (:class:`~prospect_sim.sps.dust.Attenuation`), and
+applies the IGM (:mod:`~prospect_sim.sps.igm`); see
+:mod:`~prospect_sim.sps.component` for the stages.  It works on any
+wavelength sampling of the library; the batched photometry
+(:mod:`~prospect_sim.sps.photometry`) uses its SFH and metallicity
+weights.
 """
 
 import numpy as np
 
 from . import sfh as _sfh
+from .components import COMPONENTS
+from .dust import Attenuation
+from .igm import LYMAN_WAVE, batch_transmission, line_coefficients
 from .params import require_shared
-from .dust import birth_cloud_tau, diffuse_tau
-from .igm import LYMAN_WAVE, igm_transmission, line_coefficients
-from . import agn as _agn
-from . import dust_emission as _dust_emission
-from . import nebular as _nebular
 
 __all__ = ["SpectralKernel", "WEIGHT_FLOOR", "flush_small"]
 
@@ -46,11 +46,15 @@ def flush_small(w32):
 class _Parts:
     """The pieces :meth:`SpectralKernel.stellar` computes for N objects.
 
-    ``rest``, ``young`` (N, W) float32 or None, ``mfrac`` (N,), ``lines``
-    ``(total, young)`` or None, the SSP ``weights`` and ``young_w`` (N, A)
-    and the stellar (``zlo``, ``zfrac``) and gas (``glo``, ``gfrac``)
-    metallicity brackets.
+    ``rest``, ``young`` (N, W) float32 or None, ``mfrac`` (N,), the SSP
+    ``weights``, ``young_w`` and ``rest_w`` (N, A) and the stellar
+    metallicity bracket (``zlo``, ``zfrac``).  Components add theirs: the
+    gas metallicity bracket (``glo``, ``gfrac``) and the intrinsic ``lines``
+    ``(total, young)`` and attenuated ``emission_lines`` (N, L) of
+    :mod:`.nebular`.
     """
+
+    emission_lines = None
 
 
 class SpectralKernel:
@@ -79,7 +83,16 @@ class SpectralKernel:
         self._n_lya = int(np.searchsorted(self.wave, LYMAN_WAVE[0], side="right"))
         self._igm_lines = line_coefficients(self.wave[:self._n_lya])
         self._dust_curves = {}
-        self._nebular = {}
+        self._cache = {}
+
+    def cached(self, key, build):
+        """``build()``, kept under ``key`` for this kernel (the components' tables)."""
+        value = self._cache.get(key)
+        if value is None:
+            if len(self._cache) > 32:
+                self._cache.clear()
+            value = self._cache[key] = build()
+        return value
 
     # -- weights ---------------------------------------------------------
     def metallicity_weights(self, logzsol):
@@ -105,18 +118,7 @@ class SpectralKernel:
         return (1.0 - zfrac) * per_z[rows, zlo] + zfrac * per_z[rows, zlo + 1]
 
     # -- spectra ---------------------------------------------------------
-    def nebular_tables(self, gas_logu, continuum=True):
-        """:class:`~.nebular.NebularTables` on this kernel's wavelengths (cached per value)."""
-        key = (float(gas_logu), bool(continuum))
-        tables = self._nebular.get(key)
-        if tables is None:
-            if len(self._nebular) > 16:
-                self._nebular.clear()
-            tables = self._nebular[key] = _nebular.load_grid().tables(
-                self.library, self.wave, gas_logu, continuum)
-        return tables
-
-    def _sum_ssps(self, weights, zlo, zfrac, n_age=None, table=None, dtype=np.float32):
+    def sum_ssps(self, weights, zlo, zfrac, n_age=None, table=None, dtype=np.float32):
         """sum_a w_a [(1 - f) T_lo,a + f T_hi,a], (N, X), of a (Z, A, X) table.
 
         ``table`` is the SSP grid unless given (e.g. nebular lines).  Only
@@ -140,139 +142,32 @@ class SpectralKernel:
             out[rows] = part
         return out
 
-    def stellar(self, batch, nebular=None):
-        """Dust-free pieces of N spectra, as a :class:`_Parts`.
+    def stellar(self, batch):
+        """Dust-free stellar light of N objects, as a :class:`_Parts`.
 
         ``young`` is the light of stars younger than ``10**dust_tesc`` yr
         (None when no object has ``dust1 > 0``) and ``rest`` that of all
         other stars (all stars when ``young`` is None); both float32 (N, W)
-        in Lsun/Hz per Msun formed, nebular continuum included and the
-        ionising photons of the emitting stars removed when ``nebular``
-        (:class:`~.nebular.NebularTables` on ``self.wave``) is given.
-        Summing them separately (rather than subtracting the young part
-        from the total) keeps the birth-cloud attenuated far UV free of
-        cancellation.  ``lines`` is ``(total, young)``, the intrinsic line
-        luminosities (N, L) in Lsun per Msun formed (``young`` None without
-        ``dust1``).
+        in Lsun/Hz per Msun formed.  Summing them separately (rather than
+        subtracting the young part from the total) keeps the birth-cloud
+        attenuated far UV free of cancellation.
         """
         p = _Parts()
         p.zlo, p.zfrac = self.metallicity_weights(batch.logzsol)
         p.weights, p.young_w = self.age_weights(batch)
-        young, rest_w = None, p.weights
+        young, p.rest_w = None, p.weights
         if p.young_w is not None:
             n_age = int(np.max(np.nonzero(p.young_w.any(axis=0))[0], initial=-1)) + 1
             if n_age > 0:
-                young = self._sum_ssps(p.young_w, p.zlo, p.zfrac, n_age=n_age)
-                rest_w = np.clip(p.weights - p.young_w, 0.0, None)
-        rest = self._sum_ssps(rest_w, p.zlo, p.zfrac)
-        p.lines = None
-        if nebular is not None:
-            # the ionising stars have the gas metallicity (as in FSPS and bagpipes)
-            p.glo, p.gfrac = self.metallicity_weights(batch.gas_logz)
-            n, n_ion = nebular.n_age, _nebular.ionising_pixels(self.wave)
-            ionising = self.ssp[:, :n, :n_ion]
-            for part, w in ((rest, rest_w), (young, p.young_w)):
-                if part is None:
-                    continue
-                if n_ion:           # the emitting stars' ionising photons go to the gas
-                    part[:, :n_ion] -= self._sum_ssps(w[:, :n], p.zlo, p.zfrac, table=ionising)
-                    np.maximum(part[:, :n_ion], 0, out=part[:, :n_ion])
-                if nebular.cont is not None:
-                    part += self._sum_ssps(w[:, :n], p.glo, p.gfrac, table=nebular.cont)
-            total = self._sum_ssps(p.weights[:, :n], p.glo, p.gfrac, table=nebular.lines,
-                                   dtype=np.float64)
-            young_lines = (None if p.young_w is None else
-                           self._sum_ssps(p.young_w[:, :n], p.glo, p.gfrac,
-                                          table=nebular.lines, dtype=np.float64))
-            p.lines = (total, young_lines)
-        p.rest, p.young = rest, young
+                young = self.sum_ssps(p.young_w, p.zlo, p.zfrac, n_age=n_age)
+                p.rest_w = np.clip(p.weights - p.young_w, 0.0, None)
+        p.rest = self.sum_ssps(p.rest_w, p.zlo, p.zfrac)
+        p.young = young
         p.mfrac = self.surviving_fraction(p.weights, p.zlo, p.zfrac)
         return p
 
-    def dust_luminosity(self, batch, parts):
-        """Luminosity absorbed by dust, (N,) Lsun per Msun formed (:mod:`.dust_emission`)."""
-        table = self.absorption_table(batch)
-        total = self._sum_ssps(parts.weights, parts.zlo, parts.zfrac, table=table.stars,
-                               dtype=np.float64)
-        young = (None if parts.young_w is None else
-                 self._sum_ssps(parts.young_w, parts.zlo, parts.zfrac, table=table.stars,
-                                dtype=np.float64))
-        if table.nebular is not None:
-            n = table.nebular.shape[1]
-            total += self._sum_ssps(parts.weights[:, :n], parts.glo, parts.gfrac,
-                                    table=table.nebular, dtype=np.float64)
-            if young is not None:
-                young += self._sum_ssps(parts.young_w[:, :n], parts.glo, parts.gfrac,
-                                        table=table.nebular, dtype=np.float64)
-        return _dust_emission.absorbed(table.centers, total, young, batch)
-
-    def absorption_table(self, batch):
-        """:class:`~.dust_emission.AbsorptionTables` for the batch's nebular setting (cached)."""
-        key = ("absorption",) + ((float(batch.gas_logu[0]), bool(batch.neb_continuum))
-                                 if batch.nebular else ())
-        table = self._nebular.get(key)
-        if table is None:
-            table = self._nebular[key] = _dust_emission.absorption_tables(
-                self.library.name, key[1:] or None, fallback=self.library)
-        return table
-
-    def stellar_bolometric(self, parts):
-        """Intrinsic stellar bolometric luminosity, (N,) Lsun per Msun formed (:mod:`.agn`)."""
-        table = self._nebular.get("bolometric")
-        if table is None:
-            table = self._nebular["bolometric"] = _agn.bolometric(
-                self.library.name, fallback=self.library)[..., None]
-        return self._sum_ssps(parts.weights, parts.zlo, parts.zfrac, table=table,
-                              dtype=np.float64)[:, 0]
-
-    def agn_templates(self):
-        """The AGN templates on ``self.wave`` (cached)."""
-        out = self._nebular.get("agn")
-        if out is None:
-            out = self._nebular["agn"] = _agn.evaluated(self.wave)
-        return out
-
-    def dust_template(self, batch):
-        """Unit-luminosity dust emission (W,) in Lsun/Hz on ``self.wave`` (cached per parameters)."""
-        key = ("duste", float(batch.duste_umin[0]), float(batch.duste_qpah[0]),
-               float(batch.duste_gamma[0]))
-        spec = self._nebular.get(key)
-        if spec is None:
-            spec = self._nebular[key] = _dust_emission.load_grid().template_lnu(
-                self.wave, *key[1:])
-        return spec
-
-    def diffuse_transmission(self, batch, wave=None):
-        """exp(-tau_diffuse), float64 (N, W).
-
-        When ``dust_index`` is the same for every object (or irrelevant,
-        ``dust_type=2``) the optical depth is ``dust2`` times one curve,
-        computed once per (dust_type, dust_index) and cached.
-        """
-        wave = self.wave if wave is None else wave
-        index = np.asarray(batch.dust_index, dtype=float)
-        if wave is self.wave and (batch.dust_type == 2 or np.all(index == index[0])):
-            key = (batch.dust_type, 0.0 if batch.dust_type == 2 else float(index[0]))
-            base = self._dust_curves.get(key)
-            if base is None:
-                if len(self._dust_curves) > 16:
-                    self._dust_curves.clear()
-                base = self._dust_curves[key] = diffuse_tau(batch.dust_type, wave, np.ones(1),
-                                                            index[:1])[0]
-            return np.exp(-np.asarray(batch.dust2, dtype=float)[:, None] * base[None, :])
-        return np.exp(-diffuse_tau(batch.dust_type, wave, batch.dust2, batch.dust_index))
-
-    def attenuation(self, batch, wave=None):
-        """Diffuse (N, W) and birth-cloud (N, W) transmissions (the latter None if dust1 == 0)."""
-        diffuse = self.diffuse_transmission(batch, wave)
-        wave = self.wave if wave is None else wave
-        birth = None
-        if np.any(batch.dust1 > 0):
-            birth = np.exp(-birth_cloud_tau(wave, batch.dust1, batch.dust1_index))
-        return diffuse, birth
-
     def spectra(self, batch):
-        """Rest-frame spectra with nebular emission, dust and IGM.
+        """Rest-frame spectra: stars, every component the batch turns on, dust and IGM.
 
         Parameters
         ----------
@@ -287,39 +182,21 @@ class SpectralKernel:
             Surviving stellar mass / mass formed.
         lines : ndarray of shape (N, L) or None
             Attenuated emission-line luminosities (Lsun per Msun formed) at
-            :attr:`~.nebular.NebularTables.line_wave`; None without
+            :attr:`~.cloudy.NebularTables.line_wave`; None without
             ``add_neb_emission``.
         """
         require_shared(batch)
-        tables = (self.nebular_tables(batch.gas_logu[0], batch.neb_continuum)
-                  if batch.nebular else None)
-        parts = self.stellar(batch, tables)
-        rest, young, mfrac, lines = parts.rest, parts.young, parts.mfrac, parts.lines
-        diffuse, birth = self.attenuation(batch)
-        spec = rest * diffuse                       # float64
-        if young is not None:
-            spec += young * (diffuse if birth is None else diffuse * birth)
-        if lines is not None:
-            lines = _nebular.attenuated_lines(tables.line_wave, *lines, batch)
-            if batch.lines_in_spec:
-                self._add_lines(spec, lines, tables.line_wave)
-        if batch.dust_emission:
-            spec += self.dust_luminosity(batch, parts)[:, None] * self.dust_template(batch)
-        if batch.agn:               # not attenuated by the host's dust; the IGM below applies
-            spec += self.stellar_bolometric(parts)[:, None] * _agn.agn_spectra(
-                self.agn_templates(), batch)
-        if batch.igm and np.any(batch.zred > 0) and self._n_lya > 0:
-            n = self._n_lya
-            spec[:, :n] *= igm_transmission(self.wave[:n], batch.zred, batch.igm_factor,
-                                            lines=self._igm_lines)
-        return spec, mfrac, lines
-
-    def _add_lines(self, spec, lines, line_wave):
-        """Add line luminosities (N, L), Lsun, to spectra (N, W) in Lsun/Hz, in place.
-
-        Each line goes to the two pixels around it (:func:`~.nebular.line_pixels`).
-        """
-        pixels, share, width = _nebular.line_pixels(self.wave, line_wave)
-        per_hz = share / width * self.wave[pixels]**2 / _nebular.LIGHTSPEED_AA     # (L, 2)
-        np.add.at(spec, (slice(None), pixels.ravel()),
-                  (lines[:, :, None] * per_hz[None]).reshape(len(spec), -1))
+        active = [c for c in COMPONENTS if c.on(batch)]
+        parts = self.stellar(batch)
+        for component in active:
+            component.intrinsic(self, batch, parts)
+        diffuse, birth = Attenuation(batch).transmissions(self.wave, self._dust_curves)
+        spec = parts.rest * diffuse                       # float64
+        if parts.young is not None:
+            spec += parts.young * (diffuse if birth is None else diffuse * birth)
+        for component in active:
+            component.emitted(self, batch, parts, spec)
+        igm = batch_transmission(self.wave, batch, lines=self._igm_lines)
+        if igm is not None:
+            spec[:, :igm.shape[1]] *= igm
+        return spec, parts.mfrac, parts.emission_lines

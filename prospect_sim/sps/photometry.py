@@ -66,12 +66,8 @@ import copy
 import numpy as np
 
 from ._compiled import compiled
-from .igm import LYMAN_WAVE, igm_transmission
 from .kernel import WEIGHT_FLOOR, SpectralKernel
 from .lattice import _JY_AB, _Lattice
-from .library import SSPLibrary
-from . import dust_emission as _dust_emission
-from . import nebular as _nebular
 from .outliers import _Spike, _outlier_fluxes, _split_curves
 
 __all__ = ["PhotometryKernel"]
@@ -113,28 +109,17 @@ class PhotometryKernel:
         SSPs younger than ``young_age`` (yr) enter the GEMMs through a
         low-rank basis that reproduces every bin's moments to ``young_tol``
         of the bin mean (:class:`.moments._GroupTable`); ``young_age=0`` turns it off.
-    nebular : NebularTables or None
-        Nebular emission on the library's wavelengths (gas metallicity equal
-        to the stars'): its continuum is added to the young SSPs before
-        the lattice is built, so it goes wherever stellar light goes; its
-        lines are added per band at their exact positions
-        (:func:`.nebular.line_photometry`).
-    dust_emission : tuple or None
-        ``(absorption, template)``: :class:`.dust_emission.AbsorptionTables`
-        and the unit-luminosity dust template (Lsun/Hz on the library's
-        wavelengths), whose photometry is tabulated in redshift
-        (:class:`.dust_emission.TemplatePhotometry`) and scaled by each
-        object's absorbed luminosity.
+    bands : sequence of Bands
+        The components' photometry (:meth:`.component.Component.bands`),
+        added to the lattice's band fluxes; ``library`` is then the one the
+        components built the lattice on (:meth:`.component.Component.library`).
     """
 
     def __init__(self, library, filters, resolution=200.0, group=16, n_sub=8,
                  n_moments=3, fine_resolution=2000.0, fine_sub=2, fine_moments=1,
-                 outlier=0.15, young_age=1e8, young_tol=1e-4, nebular=None,
-                 dust_emission=None, agn=None):
-        self.nebular = nebular
-        if nebular is not None:
-            library = _with_nebular(library, nebular)
+                 outlier=0.15, young_age=1e8, young_tol=1e-4, bands=()):
         self.library = library
+        self.bands = list(bands)
         self.filters = list(getattr(filters, "filters", filters))
         smooth, spikes = _split_curves(self.filters, outlier)
         self.kernel = SpectralKernel(library)          # SFH and metallicity weights
@@ -142,16 +127,6 @@ class PhotometryKernel:
                                young_age, young_tol)
         self.fine = [(b, _Spike(library, c, fine_resolution, fine_sub, fine_moments))
                      for b, c in spikes]
-        self.agn = None if agn is None else _AGNPhotometry(library.wavelengths, self.filters, *agn)
-        self.dust = None
-        if dust_emission is not None:
-            absorption, template = dust_emission
-            table = absorption.stars.copy()
-            if absorption.nebular is not None:          # gas and stars share the metallicity
-                table[:, :absorption.nebular.shape[1]] += absorption.nebular
-            self.dust = (absorption.centers, table,
-                         _dust_emission.TemplatePhotometry(library.wavelengths, template,
-                                                           self.filters))
         self._dl_zmax = -1.0
 
     def _build_distances(self, zmax):
@@ -198,118 +173,27 @@ class PhotometryKernel:
             fluxes = _outlier_fluxes([spike for _, spike in self.fine], batch, w32, y32, zlo)
             for (band, _), flux in zip(self.fine, fluxes.T):
                 out[:, band] += flux
-        if self.nebular is not None or self.dust is not None or self.agn is not None:
+        if self.bands:
             self._components(batch, w32, y32, zlo, out, summary)
         out *= self.flux_norm(batch, summary["mfrac"])[:, None]
         return _unsorted(out, order), {k: _unsorted(v, order) for k, v in summary.items()}
 
     def _components(self, batch, w32, y32, zlo, out, summary, chunk=4096):
-        """Add the nebular lines, dust emission and AGN to ``out`` (N, B), in place.
+        """Add the components' band fluxes to ``out`` (N, B) and their summaries, in place.
 
         ``chunk`` objects at a time, so that their (objects x lines or
-        wavelength bins) float64 temporaries stay small.  Fills the
-        summaries ``halpha``, ``oiii5007``, ``dust_luminosity`` and
-        ``agn_luminosity`` (N,), per Msun formed.
+        wavelength bins) float64 temporaries stay small.
         """
-        names = ((["halpha", "oiii5007", "halpha_ew", "oiii5007_ew"]
-                  if self.nebular is not None else [])
-                 + (["dust_luminosity"] if self.dust is not None else [])
-                 + (["agn_luminosity"] if self.agn is not None else []))
-        for name in names:
-            summary[name] = np.empty(batch.n)
+        for bands in self.bands:
+            for name in bands.summaries:
+                summary[name] = np.empty(batch.n)
         for start in range(0, batch.n, chunk):
             sl = slice(start, min(start + chunk, batch.n))
             part, w, z = _slice_batch(batch, sl), w32[sl], zlo[sl]
             y = None if y32 is None else y32[sl]
-            if self.nebular is not None:
-                out[sl] += self._line_fluxes(part, w, y, z)
-                for name, values in self._named_lines(part, w, y, z).items():
-                    summary[name][sl] = values
-            if self.dust is not None:
-                centers, table, template = self.dust
-                total = _pair_table(w, z, table, table.shape[1])
-                young = None if y is None else _pair_table(y, z, table, table.shape[1])
-                summary["dust_luminosity"][sl] = _dust_emission.absorbed(centers, total, young,
-                                                                         part)
-                out[sl] += summary["dust_luminosity"][sl, None] * template(part.zred)
-            if self.agn is not None:
-                flux, summary["agn_luminosity"][sl] = self.agn.fluxes(part, w, z)
-                out[sl] += flux
-
-    def _line_fluxes(self, batch, w32, y32, zlo):
-        """Band fluxes (N, B) of the emission lines, before ``flux_norm``.
-
-        The line luminosities are the pair weights (stellar metallicity,
-        equal to the gas's) times the line tables, attenuated by
-        :func:`.nebular.attenuated_lines`; lines in the spectrum also see the
-        IGM at their pixels, as the per-object spectrum does.  Only the
-        lines that some band can see at the batch's redshifts are computed
-        (the others contribute exactly zero).
-        """
-        neb = self.nebular
-        if getattr(self, "_lines32", None) is None:
-            self._lines32 = neb.lines.astype(np.float32)
-            self._positions = {}
-            self._band_range = (min(f.wavelength[f.transmission > 0].min() for f in self.filters),
-                                max(f.wavelength[f.transmission > 0].max() for f in self.filters))
-        in_spec = bool(batch.lines_in_spec)
-        if in_spec not in self._positions:
-            self._positions[in_spec] = _nebular.line_positions(neb, self.library.wavelengths,
-                                                               in_spec)
-        positions, share = self._positions[in_spec]
-        per_line = share.shape[1]
-        # lines whose positions can fall in a band for some redshift of the batch
-        lo = self._band_range[0] / (1 + float(batch.zred.max()))
-        hi = self._band_range[1] / (1 + float(batch.zred.min()))
-        first = int(np.searchsorted(positions, lo)) // per_line
-        last = -(-int(np.searchsorted(positions, hi, side="right")) // per_line)
-        out = np.zeros((batch.n, len(self.filters)))
-        if last <= first:
-            return out
-        sel = slice(first, last)
-        table = self._lines32[:, :, sel]
-        total = _pair_table(w32, zlo, table, neb.n_age)
-        young = None if y32 is None else _pair_table(y32, zlo, table, neb.n_age)
-        lum = _nebular.attenuated_lines(neb.line_wave[sel], total, young, batch)
-        positions = positions[first * per_line:last * per_line]
-        amp = (lum[:, :, None] * share[None, sel]).reshape(batch.n, -1)
-        n_blue = int(np.searchsorted(positions, LYMAN_WAVE[0], side="right"))
-        if in_spec and batch.igm and n_blue and np.any(batch.zred > 0):
-            amp[:, :n_blue] *= igm_transmission(positions[:n_blue], batch.zred,
-                                                batch.igm_factor)
-        return _nebular.line_photometry(positions, amp, batch.zred, self.filters)
-
-    def _named_lines(self, batch, w32, y32, zlo):
-        """H-alpha and [OIII]5007 after dust: luminosities (Lsun per Msun formed) and EWs.
-
-        The equivalent width (rest frame, Angstrom) is the line over the
-        stellar + nebular continuum L_lambda at the line, attenuated as the
-        line is (the young/old split of both); AGN and dust emission are not
-        counted in the continuum.
-        """
-        neb = self.nebular
-        if getattr(self, "_named", None) is None:
-            idx = [int(np.argmin(np.abs(neb.line_wave - lam))) for lam in (6562.80, 5006.84)]
-            wave = self.library.wavelengths
-            cont = np.empty(self.library.spectra.shape[:2] + (2,), dtype=np.float32)
-            for j, i in enumerate(idx):
-                lam = neb.line_wave[i]
-                k = int(np.clip(np.searchsorted(wave, lam) - 1, 0, len(wave) - 2))
-                t = (lam - wave[k]) / (wave[k + 1] - wave[k])
-                lnu = (1 - t) * self.library.spectra[..., k] + t * self.library.spectra[..., k + 1]
-                cont[..., j] = lnu * LIGHTSPEED_AA / lam**2                  # L_lambda
-            self._named = (idx, neb.lines[:, :, idx].astype(np.float32), cont)
-        idx, lines, cont = self._named
-        waves = neb.line_wave[idx]
-        out = {}
-        for key, table in (("", lines), ("_continuum", cont)):
-            total = _pair_table(w32, zlo, table, table.shape[1])
-            young = None if y32 is None else _pair_table(y32, zlo, table, table.shape[1])
-            out[key] = _nebular.attenuated_lines(waves, total, young, batch)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ew = out[""] / out["_continuum"]
-        return {"halpha": out[""][:, 0], "oiii5007": out[""][:, 1],
-                "halpha_ew": ew[:, 0], "oiii5007_ew": ew[:, 1]}
+            for bands in self.bands:
+                bands.add(part, w, y, z, out[sl],
+                          {name: summary[name][sl] for name in bands.summaries})
 
     def _weights(self, batch, chunk=2048):
         """SSP weights as float32 (N, 2, A) with the metallicity interpolation folded in.
@@ -343,95 +227,6 @@ class PhotometryKernel:
             if need_young:
                 _pair_weights(young, frac, out=y32[sl])
         return w32, y32, zlo, {"mfrac": mfrac, "mwa": mwa}
-
-
-class _AGNPhotometry:
-    """Band fluxes of the AGN (:mod:`.agn`) for N objects, before ``flux_norm``.
-
-    Each template's photometry is tabulated in redshift
-    (:class:`.dust_emission.TemplatePhotometry`, IGM included): the torus at
-    the ten tabulated inclinations (the model is linear in flux between
-    them, so this is exact), the disc at reddenings ``agn_eb_v`` every
-    0.025 mag up to 1, interpolated linearly in log flux (the reddening factor
-    ``10**(-0.4 E k)`` is log-linear in E at each wavelength; within a band
-    the remainder is under 3e-4 mag).  The amplitudes are multiples of the
-    stars' intrinsic bolometric luminosity, one dot product of the SSP
-    weights.
-    """
-
-    E_STEP = 0.025
-    E_MAX = 1.0
-
-    def __init__(self, wave, filters, bolometric, templates, igm_factor):
-        self.bolometric = bolometric.astype(np.float32)[..., None]
-        n_e = int(round(self.E_MAX / self.E_STEP)) + 1
-        discs = [templates["disc"] * 10**(-0.4 * j * self.E_STEP * templates["smc"])
-                 for j in range(n_e)]
-        stack = np.vstack(discs + list(templates["torus"]) + [templates["selected"]])
-        self.n_e, self.n_torus = n_e, len(templates["torus"])
-        # smooth templates over 100 AA - 1e7 AA: R = 1000 and 1e-3 in ln(1+z) suffice
-        self.table = _dust_emission.TemplatePhotometry(wave, stack, filters, step=1e-3,
-                                                       igm_factor=igm_factor,
-                                                       resolution=1000.0)
-        self.n_bands = len(filters)
-
-    def fluxes(self, batch, w32, zlo):
-        """(N, B): bolometric x (agn_mass disc + agn_torus_mass torus + fagn torus)."""
-        from ..errors import SPSError
-        from .agn import inclination_weights
-        lbol = _pair_table(w32, zlo, self.bolometric, self.bolometric.shape[1])[:, 0]
-        out = np.zeros((batch.n, self.n_bands))
-        rows = np.flatnonzero(batch.agn_mass > 0)
-        if len(rows):
-            if batch.agn_eb_v[rows].max() > self.E_MAX:
-                raise SPSError(f"agn_eb_v={batch.agn_eb_v[rows].max():.3g}: the batched "
-                               f"photometry covers agn_eb_v up to {self.E_MAX}; narrow the "
-                               "prior or predict per object (model.predict).")
-            x = batch.agn_eb_v[rows] / self.E_STEP
-            j = np.minimum(np.floor(x).astype(int), self.n_e - 2)
-            g = (x - j)[:, None]
-            z = batch.zred[rows]
-            lo, hi = self.table(z, j), self.table(z, j + 1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                # log-linear in E between the tabulated reddenings
-                mix = np.where((lo > 0) & (hi > 0), lo * (hi / np.where(lo > 0, lo, 1.0))**g,
-                               (1 - g) * lo + g * hi)
-            out[rows] += batch.agn_mass[rows, None] * mix
-        rows = np.flatnonzero(batch.agn_torus_mass > 0)
-        if len(rows):
-            lo, frac = inclination_weights(batch.inclination[rows])
-            z, f = batch.zred[rows], frac[:, None]
-            out[rows] += batch.agn_torus_mass[rows, None] * (
-                (1 - f) * self.table(z, self.n_e + lo) + f * self.table(z, self.n_e + lo + 1))
-        rows = np.flatnonzero(batch.fagn > 0)
-        if len(rows):
-            out[rows] += batch.fagn[rows, None] * self.table(batch.zred[rows],
-                                                             self.n_e + self.n_torus)
-        amplitude = batch.agn_mass + batch.agn_torus_mass + batch.fagn
-        return out * lbol[:, None], amplitude * lbol
-
-
-def _with_nebular(library, nebular):
-    """``library`` with its emitting SSPs' ionising light removed and nebular continuum added."""
-    spectra = library.spectra.copy()
-    spectra[:, :nebular.n_age, :_nebular.ionising_pixels(library.wavelengths)] = 0.0
-    if nebular.cont is not None:
-        spectra[:, :nebular.n_age] += nebular.cont
-    return SSPLibrary(library.name, library.ages, library.logzsol, library.wavelengths,
-                      spectra, library.mfrac, imf=library.imf, imf_type=library.imf_type,
-                      isochrones=library.isochrones, spectral_library=library.spectral_library,
-                      mfrac_includes_remnants=library.mfrac_includes_remnants,
-                      zsun=library.zsun)
-
-
-def _pair_table(weights, zlo, table, n_age):
-    """(N, X) float64: sum over the pair and the first ``n_age`` ages of weights (N, 2, A) x table."""
-    out = np.empty((len(weights), table.shape[2]))
-    for k in np.unique(zlo):
-        rows = np.nonzero(zlo == k)[0]
-        w = weights[rows, :, :n_age]
-        out[rows] = w[:, 0] @ table[k, :n_age] + w[:, 1] @ table[k + 1, :n_age]
-    return out
 
 
 def _unsorted(values, order):

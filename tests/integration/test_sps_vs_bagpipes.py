@@ -356,7 +356,7 @@ def _gridsps_nebular(case, lumdist):
 
 
 def sps_line_names():
-    from prospect_sim.sps.nebular import line_list
+    from prospect_sim.sps.cloudy import line_list
     return line_list()[1]
 
 

