@@ -55,14 +55,14 @@ def extras_for(model):
     the model turns on (:meth:`prospect_sim.sps.component.Component.extras`;
     NaN from an sps that does not compute them).
     """
-    from .sps.components import COMPONENTS
+    from .sps import components
     params = model.params
     out = dict(EXTRAS)
 
     def flag(key, default=False):
         return bool(np.atleast_1d(params.get(key, default)).flat[0])
 
-    for component in COMPONENTS:
+    for component in components.COMPONENTS:
         out.update(component.extras(flag, params))
     return out
 

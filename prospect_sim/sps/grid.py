@@ -21,7 +21,7 @@ import logging
 import numpy as np
 
 from .cloudy import line_list
-from .components import COMPONENTS
+from . import components as _components
 from .kernel import SpectralKernel
 from .library import load_library
 from .params import normalize, require_shared
@@ -244,7 +244,7 @@ class GridSPS:
         """
         from .photometry import PhotometryKernel
         require_shared(batch)
-        active = [c for c in COMPONENTS if c.on(batch)]
+        active = [c for c in _components.COMPONENTS if c.on(batch)]
         for component in active:
             component.check_batched(batch)
         key = (tuple(_filter_names(filters)),) + tuple((c.name, c.bands_key(batch))
@@ -313,7 +313,7 @@ class GridSPS:
                f"dust attenuation: dust_type={dust_type} ({DUST_TYPES.get(dust_type, '?')})"
                + (", birth clouds (dust1) on stars younger than 10**dust_tesc yr"
                   if on("dust1") else "")]
-        for component in COMPONENTS:
+        for component in _components.COMPONENTS:
             line = component.describe(value, on, free)
             if line:
                 out.append(line)

@@ -15,7 +15,7 @@ weights.
 import numpy as np
 
 from . import sfh as _sfh
-from .components import COMPONENTS
+from . import components as _components
 from .dust import Attenuation
 from .igm import LYMAN_WAVE, batch_transmission, line_coefficients
 from .params import require_shared
@@ -186,7 +186,7 @@ class SpectralKernel:
             ``add_neb_emission``.
         """
         require_shared(batch)
-        active = [c for c in COMPONENTS if c.on(batch)]
+        active = [c for c in _components.COMPONENTS if c.on(batch)]
         parts = self.stellar(batch)
         for component in active:
             component.intrinsic(self, batch, parts)

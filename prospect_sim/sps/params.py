@@ -15,17 +15,20 @@ from ..errors import SPSError
 from .checks import broadcast as _broadcast
 from .checks import check_range as _check_range
 from .checks import scalar_option
-from .components import COMPONENTS, parameters as component_parameters
+from . import components as _components
 from .dust import DUST_TYPES
 
-__all__ = ["Batch", "normalize", "require_shared", "DEFAULTS", "grid_ranges"]
+__all__ = ["Batch", "normalize", "require_shared", "defaults", "grid_ranges"]
 
 #: FSPS defaults of the float parameters of the stars, dust and IGM.
 _STELLAR = {"zred": 0.0, "tage": 1.0, "tau": 1.0, "logzsol": 0.0, "dust2": 0.0,
             "dust1": 0.0, "dust_index": -0.7, "dust1_index": -1.0,
             "dust_tesc": 7.0, "igm_factor": 1.0, "mass": 1.0}
-#: FSPS defaults of every float parameter GridSPS reads (the components' included).
-DEFAULTS = {**_STELLAR, **component_parameters()}
+
+
+def defaults():
+    """FSPS defaults of every float parameter GridSPS reads, the components' included (dict)."""
+    return {**_STELLAR, **_components.parameters()}
 SFH_TYPES = {0: "single burst", 1: "tau", 3: "non-parametric (agebins)", 4: "delayed tau"}
 
 # parameters GridSPS cannot vary: warn once when they ask for something else
@@ -43,7 +46,7 @@ def grid_ranges(library):
     out = {"logzsol": (float(library.logzsol[0]), float(library.logzsol[-1])),
            "tage": (0.0, library.max_age / 1e9), "dust2": (0.0, np.inf),
            "dust1": (0.0, np.inf), "zred": (0.0, np.inf)}
-    for component in COMPONENTS:
+    for component in _components.COMPONENTS:
         out.update(component.ranges(library))
     return out
 
@@ -69,7 +72,7 @@ def _batch_size(params, sfh, single):
     if single:
         return 1
     sizes = set()
-    for key in DEFAULTS:
+    for key in defaults():
         if key not in params or (key == "mass" and sfh == 3):
             continue
         arr = np.asarray(params[key])
@@ -122,7 +125,7 @@ def normalize(params, library, single=False, warned=None):
     b.mstar = units == "mstar"
     n = b.n = _batch_size(params, b.sfh, single)
 
-    for key, default in DEFAULTS.items():
+    for key, default in defaults().items():
         if key != "mass":
             setattr(b, key, _broadcast(params.get(key, default), n, key))
     b.lumdist = None if "lumdist" not in params else _broadcast(params["lumdist"], n, "lumdist")
@@ -132,7 +135,7 @@ def normalize(params, library, single=False, warned=None):
     _check_range("zred", b.zred, 0.0, np.inf)
     _check_range("dust2", b.dust2, 0.0, np.inf)
     _check_range("dust1", b.dust1, 0.0, np.inf)
-    for component in COMPONENTS:
+    for component in _components.COMPONENTS:
         component.read(params, b, library)
     for key in ("dust_index", "dust1_index", "dust_tesc", "igm_factor"):
         _check_range(key, getattr(b, key), -np.inf, np.inf)
@@ -163,7 +166,7 @@ def require_shared(batch):
     spectra and photometry of a batch need them shared (the per-object path
     always has them).
     """
-    keys = [key for component in COMPONENTS for key in component.shared(batch)]
+    keys = [key for component in _components.COMPONENTS for key in component.shared(batch)]
     for key in keys:
         value = getattr(batch, key)
         if not np.all(value == value[0]):
