@@ -36,7 +36,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["EXTRAS", "extras_for", "prior_transform", "batch_params",
+__all__ = ["EXTRAS", "extras_for", "filter_names", "prior_transform", "batch_params",
            "predict_batch",
            "has_fast_path", "prior_description", "sfh_properties"]
 
@@ -48,8 +48,8 @@ EXTRAS = {"mfrac": "surviving stellar mass / stellar mass formed",
           "sfr100": "star formation rate averaged over the last 100 Myr, Msun/yr",
           "mwa": "mass-weighted age (by mass formed), Gyr"}
 
-def extras_for(model):
-    """Names and units of the extras a simulation of ``model`` stores (dict).
+def extras_for(model, filter_names=()):
+    """Names and units of the extras a simulation of ``model`` through ``filter_names`` stores (dict).
 
     :data:`EXTRAS`, and those of every component of the embedded SPS that
     the model turns on (:meth:`prospect_sim.sps.component.Component.extras`;
@@ -63,7 +63,7 @@ def extras_for(model):
         return bool(np.atleast_1d(params.get(key, default)).flat[0])
 
     for component in components.COMPONENTS:
-        out.update(component.extras(flag, params))
+        out.update(component.extras(flag, params, list(filter_names)))
     return out
 
 
@@ -414,11 +414,17 @@ def predict_batch(model, sps, obs, theta, path="auto"):
                   "stellar_mass": _stellar_mass(params, mfrac),
                   "sfr100": np.broadcast_to(np.asarray(props["sfr100"], float), mfrac.shape),
                   "mwa": np.broadcast_to(np.asarray(props["mwa"], float), mfrac.shape)}
-        for name in extras_for(model):
+        for name in extras_for(model, filter_names(obs)):
             if name not in extras:
                 extras[name] = (np.asarray(props[name], dtype=float) if name in props
                                 else np.full(mfrac.shape, np.nan))
     return np.asarray(phot, dtype=np.float64), extras
+
+
+def filter_names(obs):
+    """The names of ``obs["filters"]`` (sedpy's ``Filter.name``), [] without filters."""
+    filters = obs.get("filters")
+    return [] if filters is None else [getattr(f, "name", str(f)) for f in filters]
 
 
 def _predict_rows(model, sps, obs, theta):

@@ -335,7 +335,7 @@ def _open_store(path, settings, identity, ingredients, path_used):
     attrs = {key: value for key, value in identity.items() if key != "_compare"}
     attrs.update({
         "phot_units": "maggies",
-        "extras_units": forward.extras_for(model),
+        "extras_units": forward.extras_for(model, forward.filter_names(ingredients.obs)),
         "param_file": ingredients.paramfile.path,
         "param_file_text": ingredients.paramfile.source,
         "run_params": _jsonable(ingredients.run_params),
@@ -344,14 +344,14 @@ def _open_store(path, settings, identity, ingredients, path_used):
         "created": _now(),
         "finished": "",
     })
-    width = model.ndim + len(ingredients.obs["filters"]) + len(forward.extras_for(model)) + 0.125
+    width = model.ndim + len(ingredients.obs["filters"]) + len(attrs["extras_units"]) + 0.125
     log.info("creating %s: %s rows of %d parameters and %d bands (%s MB, allocated now "
              "so that a full disk shows before any work)", path, f"{settings.n_samples:,}",
              model.ndim, len(ingredients.obs["filters"]),
              f"{settings.n_samples * width * 8 / 1e6:,.0f}")
     store = SimulationStore.create(
         path, theta_labels=model.theta_labels(),
-        filter_names=_filter_names(ingredients.obs), extras=list(forward.extras_for(model)),
+        filter_names=forward.filter_names(ingredients.obs), extras=list(attrs["extras_units"]),
         n_samples=settings.n_samples, chunk_size=settings.chunk_size, seed=settings.seed,
         attrs=attrs, overwrite=exists and settings.overwrite)
     return store, 0
@@ -373,7 +373,7 @@ def _identity(ingredients, settings, path_used):
         "model_config": json.dumps(_model_config(model), sort_keys=True),
         "_compare": {"seed": settings.seed, "chunk_size": settings.chunk_size,
                      "theta_labels": list(model.theta_labels()),
-                     "filter_names": _filter_names(ingredients.obs)},
+                     "filter_names": forward.filter_names(ingredients.obs)},
     }
 
 
@@ -442,10 +442,6 @@ def _versions():
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def _filter_names(obs):
-    return [getattr(f, "name", str(f)) for f in obs["filters"]]
 
 
 def _sps_name(sps):

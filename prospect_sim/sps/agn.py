@@ -277,10 +277,15 @@ class AGN(Component):
             parts.append("FSPS fagn torus")
         return "AGN: " + " + ".join(parts) if parts else None
 
-    def extras(self, flag, params):
+    def extras(self, flag, params, filter_names=()):
         if any(k in params for k in ("agn_mass", "agn_torus_mass")) or (
                 flag("add_agn_dust") and "fagn" in params):
-            return {"l_agn": "intrinsic AGN luminosity (disc + torus), Lsun"}
+            out = {"l_agn": "intrinsic AGN luminosity (disc + torus), Lsun"}
+            for name in filter_names:
+                out[agn_fraction_name(name)] = (f"fraction of the model flux in band {name} "
+                                                "that the AGN gives (disc + torus, observed "
+                                                "frame, IGM included), 0-1")
+            return out
         return {}
 
 
@@ -299,6 +304,7 @@ class AGNBands(Bands):
     """
 
     summaries = ("agn_luminosity",)
+    band_summaries = ("agn_band_flux",)
     E_STEP = 0.025
     E_MAX = 1.0
 
@@ -317,6 +323,7 @@ class AGNBands(Bands):
 
     def add(self, batch, w32, y32, zlo, out, summary):
         flux, summary["agn_luminosity"][:] = self.fluxes(batch, w32, zlo)
+        summary["agn_band_flux"][:] = flux
         out += flux
 
     def fluxes(self, batch, w32, zlo):
@@ -352,5 +359,19 @@ class AGNBands(Bands):
         amplitude = batch.agn_mass + batch.agn_torus_mass + batch.fagn
         return out * lbol[:, None], amplitude * lbol
 
-    def properties(self, summary, batch, line_norm, mass_formed):
-        return {"l_agn": summary["agn_luminosity"] * mass_formed}
+    def properties(self, summary, batch, scale):
+        out = {"l_agn": summary["agn_luminosity"] * scale.mass_formed}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = summary["agn_band_flux"] * scale.flux[:, None] / scale.maggies
+        for b, name in enumerate(scale.filter_names):
+            out[agn_fraction_name(name)] = share[:, b]
+        return out
+
+
+def agn_fraction_name(filter_name):
+    """The simulation extra holding the AGN's share of band ``filter_name``.
+
+    >>> agn_fraction_name("wise_w1")
+    'agn_fraction_wise_w1'
+    """
+    return "agn_fraction_" + filter_name

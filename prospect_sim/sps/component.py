@@ -29,7 +29,7 @@ lattice gives them (:mod:`.photometry`).
 
 import numpy as np
 
-__all__ = ["Component", "Bands", "pair_table"]
+__all__ = ["Component", "Bands", "Scale", "pair_table"]
 
 
 class Component:
@@ -105,10 +105,11 @@ class Component:
         """
         return None
 
-    def extras(self, flag, params):
+    def extras(self, flag, params, filter_names=()):
         """Simulation extras (name -> description with units) of a model with ``params``.
 
-        ``flag(key)`` reads a boolean switch of the model.
+        ``flag(key)`` reads a boolean switch of the model; ``filter_names``
+        are the bands simulated (for per-band extras).
         """
         return {}
 
@@ -120,10 +121,13 @@ class Bands:
     ----------
     summaries : tuple of str
         Quantities :meth:`add` writes to the photometry summary (per Msun
-        formed), turned into simulation extras by :meth:`properties`.
+        formed), (N,) each, turned into simulation extras by :meth:`properties`.
+    band_summaries : tuple of str
+        The same, (N, B): one value per band, before ``flux_norm``.
     """
 
     summaries = ()
+    band_summaries = ()
 
     def add(self, batch, w32, y32, zlo, out, summary):
         """Add the band fluxes (before ``flux_norm``) of ``batch`` to ``out`` (N, B), in place.
@@ -131,17 +135,42 @@ class Bands:
         ``w32`` and ``y32`` are the SSP weights (N, 2, A) of all and of
         young stars (None without ``dust1``) at the metallicities ``zlo``
         and ``zlo + 1`` (:func:`pair_table`); ``summary`` maps each name
-        of :attr:`summaries` to a (N,) array to fill.
+        of :attr:`summaries` to a (N,) array to fill, and of
+        :attr:`band_summaries` to a (N, B) one.
         """
         raise NotImplementedError
 
-    def properties(self, summary, batch, line_norm, mass_formed):
+    def properties(self, summary, batch, scale):
         """Extras (name -> (N,) values, in the units :meth:`Component.extras` says).
 
-        ``line_norm`` (N,) turns a luminosity per Msun formed into an
-        observed flux (erg/s/cm^2), ``mass_formed`` (N,) Msun.
+        ``scale`` is a :class:`Scale`: how the summaries become physical.
         """
         return {}
+
+
+class Scale:
+    """What turns a batch's summaries into physical quantities.
+
+    Attributes
+    ----------
+    flux : ndarray (N,)
+        ``flux_norm``: lattice band fluxes -> maggies.
+    line : ndarray (N,)
+        A luminosity per Msun formed (Lsun) -> observed flux, erg/s/cm^2
+        (as ``SpecModel`` scales lines).
+    mass_formed : ndarray (N,)
+        Msun.
+    maggies : ndarray (N, B)
+        The total model photometry.
+    filter_names : list of str
+    """
+
+    def __init__(self, flux, line, mass_formed, maggies, filter_names):
+        self.flux = flux
+        self.line = line
+        self.mass_formed = mass_formed
+        self.maggies = maggies
+        self.filter_names = list(filter_names)
 
 
 def pair_table(weights, zlo, table, n_age):

@@ -491,7 +491,7 @@ class DustEmission(Component):
             return "dust emission: Draine & Li (2007), energy balance"
         return None
 
-    def extras(self, flag, params):
+    def extras(self, flag, params, filter_names=()):
         if not flag("add_dust_emission"):
             return {}
         return {"l_ir": "luminosity absorbed and re-emitted by dust (L_IR), Lsun"}
@@ -516,5 +516,5 @@ class DustEmissionBands(Bands):
         summary["dust_luminosity"][:] = luminosity
         out += luminosity[:, None] * self.photometry(batch.zred)
 
-    def properties(self, summary, batch, line_norm, mass_formed):
-        return {"l_ir": summary["dust_luminosity"] * mass_formed}
+    def properties(self, summary, batch, scale):
+        return {"l_ir": summary["dust_luminosity"] * scale.mass_formed}

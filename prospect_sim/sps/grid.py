@@ -21,6 +21,7 @@ import logging
 import numpy as np
 
 from .cloudy import line_list
+from .component import Scale
 from . import components as _components
 from .kernel import SpectralKernel
 from .library import load_library
@@ -231,9 +232,11 @@ class GridSPS:
         props = self._properties(batch, summary["mfrac"], summary["mwa"])
         mass_formed = batch.mass / summary["mfrac"] if batch.mstar else batch.mass
         # luminosities per Msun formed -> Lsun; lines -> observed flux as SpecModel does
-        line_norm = kernel.flux_norm(batch, summary["mfrac"]) / (1 + batch.zred) * 3631e-23
+        flux = kernel.flux_norm(batch, summary["mfrac"])
+        scale = Scale(flux, flux / (1 + batch.zred) * 3631e-23, mass_formed, maggies,
+                      _filter_names(filters))
         for bands in kernel.bands:
-            props.update(bands.properties(summary, batch, line_norm, mass_formed))
+            props.update(bands.properties(summary, batch, scale))
         return maggies, props
 
     def _photometry_kernel(self, filters, batch):

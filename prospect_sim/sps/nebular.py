@@ -308,7 +308,7 @@ class Nebular(Component):
                 + (", lines in the spectrum" if bool(value("nebemlineinspec", True))
                    else ", lines added by SpecModel"))
 
-    def extras(self, flag, params):
+    def extras(self, flag, params, filter_names=()):
         if not flag("add_neb_emission"):
             return {}
         return {"halpha_flux": "H-alpha 6563 line flux after dust, observed frame, erg/s/cm^2",
@@ -410,9 +410,9 @@ class NebularBands(Bands):
             result[name], result[name + "_ew"] = out["line"][:, j], ew[:, j]
         return result
 
-    def properties(self, summary, batch, line_norm, mass_formed):
-        return {"halpha_flux": summary["halpha"] * line_norm,
-                "oiii5007_flux": summary["oiii5007"] * line_norm,
+    def properties(self, summary, batch, scale):
+        return {"halpha_flux": summary["halpha"] * scale.line,
+                "oiii5007_flux": summary["oiii5007"] * scale.line,
                 "halpha_ew": summary["halpha_ew"], "oiii5007_ew": summary["oiii5007_ew"]}
 
 

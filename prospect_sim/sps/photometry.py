@@ -187,13 +187,16 @@ class PhotometryKernel:
         for bands in self.bands:
             for name in bands.summaries:
                 summary[name] = np.empty(batch.n)
+            for name in bands.band_summaries:
+                summary[name] = np.empty((batch.n, len(self.filters)))
         for start in range(0, batch.n, chunk):
             sl = slice(start, min(start + chunk, batch.n))
             part, w, z = _slice_batch(batch, sl), w32[sl], zlo[sl]
             y = None if y32 is None else y32[sl]
             for bands in self.bands:
                 bands.add(part, w, y, z, out[sl],
-                          {name: summary[name][sl] for name in bands.summaries})
+                          {name: summary[name][sl]
+                           for name in bands.summaries + bands.band_summaries})
 
     def _weights(self, batch, chunk=2048):
         """SSP weights as float32 (N, 2, A) with the metallicity interpolation folded in.

@@ -55,12 +55,14 @@ def test_simulate_train_and_fit(tmp_path, name):
 
     sims = run("--simulate", "--n_samples", "20000", "--workers", "2")
     component = {"starforming_params.py": ["halpha_flux", "oiii5007_flux"],
-                 "agn_params.py": ["l_ir", "l_agn"]}[name]
+                 "agn_params.py": ["l_ir", "l_agn", "agn_fraction_wise_w3"]}[name]
     with h5py.File(sims, "r") as f:
         assert f["valid"][()].all() and f["phot"].shape[0] == 20000
         for key in component:
             values = f["extras"][key][()]
             assert np.all(np.isfinite(values)) and np.all(values >= 0) and values.max() > 0
+            if key.startswith("agn_fraction"):
+                assert values.max() <= 1
             assert key in f.attrs["extras_units"]
     flow = run("--train", "--epochs", "2")
     assert Path(flow).is_file()

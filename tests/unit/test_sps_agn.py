@@ -178,3 +178,26 @@ def test_l_agn_extra():
         dict(BASE, mass=1e10, zred=0.5, agn_mass=2.0, agn_torus_mass=0.5, inclination=20.0),
         load_filters(["sdss_r0"]))
     assert props["l_agn"][0] == pytest.approx(2.5 * 1e10 * lbol, rel=2e-3)
+
+
+def test_agn_fraction_per_band_is_the_agn_share_of_the_flux():
+    from sedpy.observate import load_filters
+    from prospect_sim.sps.agn import agn_fraction_name
+    names = ["sdss_u0", "sdss_r0", "vista_vircam_Ks", "wise_w1", "wise_w3"]
+    filters = load_filters(names)
+    rng = np.random.default_rng(8)
+    n = 40
+    draws = dict(sfh=4, zred=rng.uniform(0.05, 3, n), tage=10**rng.uniform(-1, 0.5, n),
+                 tau=rng.uniform(0.3, 3, n), logzsol=rng.uniform(-1, 0.2, n),
+                 dust2=rng.uniform(0, 1, n), mass=np.full(n, 1e10),
+                 agn_mass=10**rng.uniform(-3, 1, n), agn_eb_v=rng.uniform(0, 0.5, n),
+                 agn_torus_mass=10**rng.uniform(-3, 1, n), inclination=rng.uniform(0, 90, n))
+    sps = GridSPS()
+    total, props = sps.photometry_and_properties(draws, filters)
+    host = sps.photometry(dict(draws, agn_mass=0.0, agn_torus_mass=0.0), filters)[0]
+    for b, name in enumerate(names):
+        share = props[agn_fraction_name(name)]
+        assert np.all((share >= 0) & (share <= 1))
+        assert np.allclose(share, 1 - host[:, b] / total[:, b], rtol=1e-5, atol=1e-6)
+    # the torus dominates the mid-IR more than the optical for these draws
+    assert np.median(props["agn_fraction_wise_w3"]) > np.median(props["agn_fraction_sdss_r0"])

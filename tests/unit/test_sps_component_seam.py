@@ -59,7 +59,7 @@ class PowerLaw(Component):
     def describe(self, value, on, free):
         return "toy power law" if on("toy_amp") else None
 
-    def extras(self, flag, params):
+    def extras(self, flag, params, filter_names=()):
         return {"toy_sum": "toy amplitude times the surviving fraction"} if "toy_amp" in params else {}
 
 
@@ -75,7 +75,7 @@ class PowerLawBands(Bands):
         out += batch.toy_amp[:, None] * self.photometry(batch.zred)
         summary["toy_sum"][:] = batch.toy_amp * pair_table(w32, zlo, self.mfrac, w32.shape[2])[:, 0]
 
-    def properties(self, summary, batch, line_norm, mass_formed):
+    def properties(self, summary, batch, scale):
         return {"toy_sum": summary["toy_sum"]}
 
 
