@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from .errors import ParamFileError, ProspectSimError, UsageError
-from .outputs import fit_kind
+from .samplers import SAMPLERS, fit_kind
 
 __all__ = ["get_parser", "main", "tool_main", "MODES"]
 
@@ -40,10 +40,11 @@ MODES = {
     "validate": "prospect_sim.amortized.validate:run",
     "fit": "prospect_sim.fit:run",
 }
-FIT_FLAGS = ("optimize", "emcee", "dynesty")
+FIT_FLAGS = tuple(SAMPLERS)
 
 #: Modules that add mode-specific flags; they import nothing heavy.
-_OPTION_MODULES = ("prospect_sim.simulate", "prospect_sim.amortized.options")
+_OPTION_MODULES = ("prospect_sim.simulate", "prospect_sim.amortized.options",
+                   "prospect_sim.nautilus_fit")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,7 +107,8 @@ def get_parser(parents=None):
                              "run_params['sps_library']: the embedded BC03 grid, or FSPS "
                              "(needs $SPS_HOME)")
     common.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run (--simulate, --dynesty, --train)")
+                        help="continue an interrupted run (--simulate, --dynesty, --nautilus, "
+                             "--train)")
     common.add_argument("--overwrite", action="store_true",
                         help="replace an existing output")
     common.add_argument("--quiet", action="store_true",
@@ -155,10 +157,8 @@ def selected_mode(run_params):
     """
     chosen = [m for m in MODES if m != "fit" and run_params.get(m)]
     fitters = [f for f in FIT_FLAGS if run_params.get(f)]
-    if run_params.get("emcee") and run_params.get("dynesty"):
-        raise UsageError("--emcee and --dynesty were both given; choose one sampler "
-                         "(--optimize may be combined with either)")
     if fitters:
+        fit_kind(run_params)                # refuses two samplers
         chosen.append("fit")
     if not chosen:
         raise UsageError("no mode given; choose one of --simulate, --dynesty, --emcee, "
@@ -201,9 +201,10 @@ def check_run_params(run_params, mode):
                                  "network checkpoint (made by --train)")
     kind = _output_kind(mode, run_params)
     if kind is not None:
-        resumable = not (mode == "fit" and kind != "dynesty")
+        resumable = not (mode == "fit" and not SAMPLERS[kind].resumes)
         if run_params.get("resume") and not resumable:
-            raise UsageError(f"--resume continues --dynesty, --simulate and --train runs; "
+            resumers = ", ".join(f"--{n}" for n, s in SAMPLERS.items() if s.resumes)
+            raise UsageError(f"--resume continues {resumers}, --simulate and --train runs; "
                              f"an --{kind} run restarts from a previous chain with "
                              f"--restart_from FILE")
         outputs.check_writable(outputs.path_for(run_params, kind), run_params,

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from . import outputs
-from .outputs import fit_kind
+from .samplers import SAMPLERS, fit_kind
 from . import pool as _pool
 from .errors import FitError, ProspectSimError
 from .sps import _compat
@@ -104,7 +104,8 @@ def run(ingredients, pool):
     rp = ingredients.run_params
     kind = fit_kind(rp)
     path = outputs.path_for(rp, kind)
-    outputs.check_writable(path, rp, resumable=(kind == "dynesty"))
+    resumable = SAMPLERS[kind].resumes
+    outputs.check_writable(path, rp, resumable=resumable)
     workpool = pool if getattr(pool, "size", 1) > 1 else None
     fit_kwargs = {k: v for k, v in rp.items() if k not in _NOT_FIT_KWARGS}
     fit_kwargs.update(pool=workpool, queue_size=queue_size(rp, getattr(pool, "size", 1)))
@@ -113,14 +114,17 @@ def run(ingredients, pool):
     # Prospector's emcee and minimizer draw from numpy's global generator.
     np.random.seed(rp.get("seed", 0))
 
-    if kind == "dynesty":
-        checkpoint = outputs.path_for(rp, "dynesty_checkpoint")
+    checkpoint = None
+    if resumable:
+        checkpoint = outputs.path_for(rp, kind + "_checkpoint")
         if rp.get("resume") and Path(path).exists() and not Path(checkpoint).exists():
             log.info("%s is complete and there is nothing to resume", path)
             return path
         if Path(checkpoint).exists() and not (rp.get("resume") or rp.get("overwrite")):
-            raise FitError(f"found {checkpoint} from an interrupted dynesty run; pass "
+            raise FitError(f"found {checkpoint} from an interrupted {kind} run; pass "
                            f"--resume to continue it or --overwrite to start again")
+        if Path(checkpoint).exists() and not rp.get("resume"):
+            os.remove(checkpoint)      # --overwrite: start again
 
     if rp.get("optimize") and rp.get("min_method", "lm") == "lm":
         ndata, ndim = int(ingredients.obs.get("ndof", 0)), ingredients.model.ndim
@@ -148,11 +152,21 @@ def run(ingredients, pool):
         sampler, tsample = None, 0.0
         if kind == "dynesty":
             sampler, tsample = _run_dynesty(ingredients, workpool, checkpoint, rp, fit_kwargs)
+        elif SAMPLERS[kind].runner:
+            sampler, tsample = _runner(SAMPLERS[kind].runner)(ingredients, workpool,
+                                                              checkpoint, rp)
 
     _write(path, ingredients, sampler, optres, tsample, topt, pool, initial_center)
-    if kind == "dynesty" and Path(checkpoint).exists():
+    if checkpoint is not None and Path(checkpoint).exists():
         os.remove(checkpoint)
     return path
+
+
+def _runner(spec):
+    """The function ``"module:function"`` names (:class:`prospect_sim.samplers.Sampler`)."""
+    import importlib
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def lnprobfn_for_fit(theta, negative=False, residuals=False, **kwargs):
@@ -299,8 +313,36 @@ def _derived_for_theta(theta):
     mfrac = float(np.squeeze(mfrac)) if np.size(mfrac) == 1 else np.nan
     if "mass" not in model.params:
         return (mfrac, np.nan, np.nan)
-    total = float(np.sum(model.params["mass"]))
-    return (mfrac, total, total * mfrac)
+    mass = float(np.sum(model.params["mass"]))
+    if str(model.params.get("mass_units", "mformed")) == "mstar":
+        return (mfrac, mass / mfrac, mass)
+    return (mfrac, mass, mass * mfrac)
+
+
+def _derived_batched(flat, chunk=16384):
+    """(n, 3) derived quantities of parameter rows through the batched kernel, or None.
+
+    None when the sps has no batched photometry, or when some row cannot
+    be batched (the per-object path then gives NaN for just those).
+    """
+    from . import forward
+    ing = _pool.ingredients()
+    if not forward.has_fast_path(ing.sps) or "mass" not in ing.model.params:
+        return None
+    out = np.empty((len(flat), 3))
+    try:
+        for start in range(0, len(flat), chunk):
+            rows = flat[start:start + chunk]
+            _, extras = forward.predict_batch(ing.model, ing.sps, ing.obs, rows, path="fast")
+            mass = np.asarray(forward.batch_params(ing.model, rows)["mass"], dtype=float)
+            total = mass.sum(axis=1) if mass.ndim == 2 else np.broadcast_to(mass, len(rows))
+            if str(ing.model.params.get("mass_units", "mformed")) == "mstar":
+                total = total / extras["mfrac"]
+            out[start:start + len(rows)] = np.column_stack(
+                [extras["mfrac"], total, extras["stellar_mass"]])
+    except (ProspectSimError, ValueError):
+        return None
+    return out
 
 
 def derived_quantities(chain, pool):
@@ -313,7 +355,9 @@ def derived_quantities(chain, pool):
     """
     chain = np.asarray(chain)
     flat = chain.reshape(-1, chain.shape[-1])
-    values = np.array(pool.map(_derived_for_theta, list(flat)), dtype=float).reshape(-1, 3)
+    values = _derived_batched(flat)
+    if values is None:
+        values = np.array(pool.map(_derived_for_theta, list(flat)), dtype=float).reshape(-1, 3)
     return {name: values[:, i].reshape(chain.shape[:-1]) for i, name in enumerate(DERIVED)}
 
 

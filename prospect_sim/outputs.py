@@ -4,17 +4,19 @@
 the current directory) names every output; :func:`path_for` appends a suffix
 per kind of output:
 
-=====================  ==========================================
-kind                   path
-=====================  ==========================================
-``sims``               ``BASE_sims.h5`` (``--simfile`` overrides)
-``dynesty``            ``BASE_dynesty.h5``
-``dynesty_checkpoint`` ``BASE_dynesty_checkpoint.pkl``
-``emcee``              ``BASE_emcee.h5``
-``optimize``           ``BASE_optimize.h5``
-``flow``               ``BASE_flow.pt`` (``--checkpoint`` overrides)
-``posterior``          ``BASE_posterior.h5``
-=====================  ==========================================
+=======================  ==========================================
+kind                     path
+=======================  ==========================================
+``sims``                 ``BASE_sims.h5`` (``--simfile`` overrides)
+``dynesty``              ``BASE_dynesty.h5``
+``dynesty_checkpoint``   ``BASE_dynesty_checkpoint.pkl``
+``nautilus``             ``BASE_nautilus.h5``
+``nautilus_checkpoint``  ``BASE_nautilus_checkpoint.h5``
+``emcee``                ``BASE_emcee.h5``
+``optimize``             ``BASE_optimize.h5``
+``flow``                 ``BASE_flow.pt`` (``--checkpoint`` overrides)
+``posterior``            ``BASE_posterior.h5``
+=======================  ==========================================
 
 An existing output is never replaced silently (:func:`check_writable`), and a
 whole file is written under a temporary name in the same folder and renamed
@@ -37,6 +39,8 @@ KINDS = {
     "sims": "_sims.h5",
     "dynesty": "_dynesty.h5",
     "dynesty_checkpoint": "_dynesty_checkpoint.pkl",
+    "nautilus": "_nautilus.h5",
+    "nautilus_checkpoint": "_nautilus_checkpoint.h5",
     "emcee": "_emcee.h5",
     "optimize": "_optimize.h5",
     "flow": "_flow.pt",
@@ -160,11 +164,3 @@ def atomic_path(path):
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def fit_kind(run_params):
-    """Output kind of a fit: ``"dynesty"``, ``"emcee"`` or ``"optimize"``."""
-    for kind in ("dynesty", "emcee", "optimize"):
-        if run_params.get(kind):
-            return kind
-    raise UsageError("no fitter given; choose --dynesty, --emcee or --optimize")
