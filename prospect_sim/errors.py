@@ -6,7 +6,7 @@ with a message that says what was received, what was expected and how to fix
 it. The command line turns these into one line on stderr and exit status 2.
 """
 
-__all__ = ["ProspectSimError", "UsageError", "ParamFileError", "SPSError",
+__all__ = ["ProspectSimError", "UsageError", "ParamFileError", "SPSError", "NotBatchedError",
            "SimulationError", "StoreError", "FitError", "TrainingError",
            "InferenceError", "WorkerError"]
 
@@ -25,6 +25,15 @@ class ParamFileError(ProspectSimError):
 
 class SPSError(ProspectSimError):
     """A stellar-population library that is missing, unreadable or used out of range."""
+
+
+class NotBatchedError(SPSError):
+    """Parameters the batched photometry cannot take, although the per-object path can.
+
+    For example a ``gas_logu`` that differs between the objects of a batch
+    (its tables are built per value).  Callers that have the per-object
+    path (``SpecModel.predict``) fall back to it.
+    """
 
 
 class SimulationError(ProspectSimError):

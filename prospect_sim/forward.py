@@ -428,16 +428,19 @@ def filter_names(obs):
 
 
 def _predict_rows(model, sps, obs, theta):
+    """The reference: Prospector's own ``model.predict`` row by row (never the point path)."""
+    from .sps._compat import exact_predict
     nband = len(obs["filters"]) if obs.get("filters") is not None else 0
     phot = np.empty((len(theta), nband))
     mfrac = np.empty(len(theta))
     settle = _plan(model).passes - 1
-    for i, row in enumerate(theta):
-        for _ in range(settle):        # see _Plan: let depends_on values settle
-            model.set_parameters(row)
-        _, phot_i, mfrac_i = model.predict(row, obs=obs, sps=sps)
-        phot[i] = phot_i
-        mfrac[i] = np.asarray(mfrac_i, dtype=float).reshape(-1)[0]
+    with exact_predict():
+        for i, row in enumerate(theta):
+            for _ in range(settle):        # see _Plan: let depends_on values settle
+                model.set_parameters(row)
+            _, phot_i, mfrac_i = model.predict(row, obs=obs, sps=sps)
+            phot[i] = phot_i
+            mfrac[i] = np.asarray(mfrac_i, dtype=float).reshape(-1)[0]
     return phot, mfrac
 
 

@@ -34,7 +34,11 @@ import numpy as np
 
 from .errors import ProspectSimError
 
-__all__ = ["BatchedLnProb", "lnlike_phot"]
+__all__ = ["BatchedLnProb", "lnlike_phot", "lnlike_tolerance"]
+
+#: The batched kernel's agreement with ``SpecModel.predict``: mag, and in
+#: bands whose blue edge is in the Lyman forest (IGM at bin centres only).
+KERNEL_MAG, FOREST_MAG = 1e-3, 0.1
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,34 @@ def lnlike_phot(phot, obs, f_outlier=0.0, nsigma_outlier=10.0):
     with np.errstate(divide="ignore"):
         mixed = np.logaddexp(lnp + np.log1p(-f)[:, None], lnp_bad + np.log(f)[:, None])
     return np.where(f != 0, mixed.sum(axis=1), lnp.sum(axis=1))
+
+
+def lnlike_tolerance(obs, phot, zred):
+    """How far the kernel's precision can move the photometric log-likelihood, (n,).
+
+    A model flux ``m`` off by a fraction ``e`` (:data:`KERNEL_MAG`, or
+    :data:`FOREST_MAG` for a band whose blue edge lies below Ly-alpha)
+    changes ``-0.5 ((d - m) / s)**2`` by at most ``|d - m| m e / s**2 +
+    0.5 (m e / s)**2``; summed over the bands of ``phot_mask``.
+
+    Parameters
+    ----------
+    obs : dict
+        ``filters``, ``maggies``, ``maggies_unc``, optional ``phot_mask``.
+    phot : ndarray (n, B)
+        Model maggies (either path's).
+    zred : ndarray (n,)
+    """
+    zred = np.broadcast_to(np.asarray(zred, dtype=float).reshape(-1), (len(phot),))
+    blue = np.array([f.wavelength[f.transmission > 0].min() for f in obs["filters"]])
+    forest = blue[None, :] < 1216.0 * (1 + zred[:, None])
+    mag = np.where(forest, FOREST_MAG, KERNEL_MAG)
+    shift = phot * (10**(0.4 * mag) - 1.0)
+    mask = np.asarray(obs.get("phot_mask", np.ones(len(blue), bool)), dtype=bool)
+    sigma = np.asarray(obs["maggies_unc"], dtype=float)
+    delta = np.asarray(obs["maggies"], dtype=float) - phot
+    bound = np.abs(delta) * shift / sigma**2 + 0.5 * (shift / sigma)**2
+    return (bound * mask).sum(axis=1)
 
 
 class BatchedLnProb:

@@ -47,7 +47,7 @@ import os
 
 import numpy as np
 
-from ..errors import SPSError
+from ..errors import NotBatchedError, SPSError
 from .checks import check_range, scalar_option
 from .component import Bands, Component, pair_table
 
@@ -232,7 +232,7 @@ class AGN(Component):
             raise SPSError(f"agn_tau={batch.agn_tau[batch.fagn > 0][0]!r}: GridSPS has the "
                            f"CLUMPY torus of tau_V = {CLUMPY_TAU:g} only (templates for other "
                            f"optical depths are not shipped); set agn_tau={CLUMPY_TAU:g}.")
-        batch.agn = bool(any(np.any(getattr(batch, key) > 0) for key in self.AMPLITUDES))
+        batch.agn = bool(max(getattr(batch, key).max(initial=0.0) for key in self.AMPLITUDES) > 0)
 
     def on(self, batch):
         return batch.agn
@@ -333,7 +333,7 @@ class AGNBands(Bands):
         rows = np.flatnonzero(batch.agn_mass > 0)
         if len(rows):
             if batch.agn_eb_v[rows].max() > self.E_MAX:
-                raise SPSError(f"agn_eb_v={batch.agn_eb_v[rows].max():.3g}: the batched "
+                raise NotBatchedError(f"agn_eb_v={batch.agn_eb_v[rows].max():.3g}: the batched "
                                f"photometry covers agn_eb_v up to {self.E_MAX}; narrow the "
                                "prior or predict per object (model.predict).")
             x = batch.agn_eb_v[rows] / self.E_STEP

@@ -108,12 +108,14 @@ def diffuse_tau_at(dust_type, wave, dust2, dust_index):
     Parameters
     ----------
     dust_type : int
-    wave, dust2, dust_index : ndarray of shape (N,)
-        Rest-frame Angstrom, one per object.
+    wave, dust2, dust_index : ndarray
+        Rest-frame Angstrom and the dust of each object, arrays that
+        broadcast together: (N,) for one wavelength per object, or wave
+        (N, S) against (N, 1) parameters for several.
 
     Returns
     -------
-    ndarray of shape (N,)
+    ndarray of the broadcast shape
     """
     return _tau(dust_type, np.asarray(wave, dtype=float), np.asarray(dust2, dtype=float),
                 np.asarray(dust_index, dtype=float))
@@ -145,7 +147,7 @@ def birth_cloud_tau(wave, dust1, dust1_index):
 
 
 def birth_cloud_tau_at(wave, dust1, dust1_index):
-    """:func:`birth_cloud_tau` at one rest wavelength per object: all (N,), returns (N,)."""
+    """:func:`birth_cloud_tau` at wavelengths of each object (arrays as :func:`diffuse_tau_at`)."""
     return _power_law(np.asarray(wave, dtype=float), np.asarray(dust1, dtype=float),
                       np.asarray(dust1_index, dtype=float))
 
@@ -247,9 +249,10 @@ class Attenuation:
         return out
 
     def apply_at(self, wave, total, young):
-        """:meth:`apply` at one rest wavelength per object: ``wave``, ``total``, ``young`` (N,)."""
+        """:meth:`apply` at wavelengths of each object: ``wave``, ``total``, ``young`` (N,) or (N, S)."""
+        column = (slice(None),) + (None,) * (np.ndim(wave) - 1)     # params against (N, S)
         if young is not None and self.birth:
-            total = total + young * np.expm1(-birth_cloud_tau_at(wave, self.dust1,
-                                                                 self.dust1_index))
-        return total * np.exp(-diffuse_tau_at(self.dust_type, wave, self.dust2,
-                                              self.dust_index))
+            total = total + young * np.expm1(-birth_cloud_tau_at(
+                wave, self.dust1[column], self.dust1_index[column]))
+        return total * np.exp(-diffuse_tau_at(self.dust_type, wave, self.dust2[column],
+                                              self.dust_index[column]))

@@ -168,6 +168,45 @@ class GridSPS:
         wave, lum = self._last_lines
         return wave.copy(), lum.copy()
 
+    def point_photometry(self, params, filters, varying=()):
+        """One object's photometry through the batched kernel: ``SpecModel.predict``'s ``phot``.
+
+        The same physics as :meth:`get_galaxy_spectrum` followed by
+        ``SpecModel``'s ``flux_norm`` and filter projection (lines
+        included), computed on the lattice of :meth:`photometry` at N = 1:
+        about a tenth of the cost, within 1e-3 mag.  ``SpecModel.predict``
+        calls it for fits of photometry (see :mod:`prospect_sim.sps._compat`).
+
+        Parameters
+        ----------
+        params : dict
+            One object's parameters (a model's ``params``; for ``sfh=3``
+            ``mass`` has one value per age bin), over :attr:`params` as in
+            :meth:`get_galaxy_spectrum`.
+        filters : list of sedpy.observate.Filter or FilterSet
+        varying : collection of str
+            Parameters that change from call to call (a model's free ones).
+
+        Returns
+        -------
+        maggies : ndarray of shape (B,)
+        mfrac : float
+            Surviving stellar mass / mass formed.
+
+        Raises
+        ------
+        NotBatchedError
+            Parameters only the per-object path takes (a varying
+            ``gas_logu``, ``gas_logz`` untied from ``logzsol``, ...).
+        """
+        merged = dict(self.params)
+        merged.update(params)
+        batch = normalize(merged, self._library, single=True, warned=self._warned)
+        self.params = merged
+        maggies, summary = self._photometry_kernel(filters, batch, varying) \
+            .photometry_and_summary(batch)
+        return maggies[0], float(summary["mfrac"][0])
+
     # -- batched kernels ---------------------------------------------------
     def spectra(self, params):
         """Rest-frame spectra of N objects.
@@ -239,14 +278,15 @@ class GridSPS:
             props.update(bands.properties(summary, batch, scale))
         return maggies, props
 
-    def _photometry_kernel(self, filters, batch):
+    def _photometry_kernel(self, filters, batch, varying=()):
         """The :class:`PhotometryKernel` of ``filters`` and the components the batch turns on.
 
         Each component may change the library the lattice is built on
         (nebular continuum) and adds its own :class:`~.component.Bands`.
+        ``varying``: as :func:`~.params.require_shared`.
         """
         from .photometry import PhotometryKernel
-        require_shared(batch)
+        require_shared(batch, varying)
         active = [c for c in _components.COMPONENTS if c.on(batch)]
         for component in active:
             component.check_batched(batch)

@@ -96,6 +96,7 @@ class _Lattice:
         self.rest_edges = np.exp(edges)
         self._tables = {}                          # (group, metallicity) -> _GroupTable
         self._pairs = {}                           # (group, metallicity) -> stacked rows
+        self._dust_curves = {}                     # group -> dust law -> unit curves
         self._last_ranks = (None, None)            # where the next table's rank search starts
 
     def _window(self, g):
@@ -138,10 +139,9 @@ class _Lattice:
         f = (shift - j).astype(np.float32)
         out = np.empty((n, len(self.curves)))
         # by shift group, and within a group by metallicity interval (contiguous GEMM blocks)
-        order = np.lexsort((zlo, j // self.group))
+        order = np.lexsort((zlo, j // self.group)) if n > 1 else np.zeros(1, dtype=np.intp)
         gid = j[order] // self.group
-        starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
-        for a, b in zip(starts, np.r_[starts[1:], n]):
+        for a, b in _runs(gid):
             rows = order[a:b]
             out[rows] = self._group(batch, rows, int(gid[a]), j[rows], f[rows], w32, y32, zlo)
         return out
@@ -150,7 +150,7 @@ class _Lattice:
         """Fluxes of the objects ``rows`` (by metallicity interval) of shift group ``g``."""
         lo, hi = self._window(g)
         spec = self._stellar(w32, rows, zlo, g)                      # (n, w, K)
-        sub = _Sub(batch, rows)
+        sub = batch if batch.n == 1 else _Sub(batch, rows)
         dust = Attenuation(sub)
         wave = self.rest_wave[lo:hi]
         edges = self.rest_edges[lo:hi + 1]
@@ -162,7 +162,8 @@ class _Lattice:
             spec += _times_linear(ys, extra.astype(np.float32),
                                   (-half1 * (extra + 1.0)).astype(np.float32))
         igm = batch_transmission(wave, sub)
-        _attenuate(spec, dust, wave, edges, None if igm is None else igm.astype(np.float32))
+        _attenuate(spec, dust, wave, edges, None if igm is None else igm.astype(np.float32),
+                   cache=self._dust_curves.setdefault(g, {}))
         # each spectrum at its integer shift, projected at the two sub-bin offsets
         # that bracket its fraction and interpolated linearly between them
         out = np.empty((len(j), len(self.curves)))
@@ -184,8 +185,7 @@ class _Lattice:
         lo, hi = self._window(g)
         out = np.empty((len(rows), (hi - lo) * self.n_moments), dtype=np.float32)
         zlo = zlo[rows]                          # sorted: each interval a slice
-        cuts = np.flatnonzero(np.r_[True, zlo[1:] != zlo[:-1], True])
-        for start, stop in zip(cuts[:-1], cuts[1:]):
+        for start, stop in _runs(zlo):
             k, block = int(zlo[start]), slice(start, stop)
             ww = weights[rows[block]]
             n_age = int(np.max(np.nonzero(ww.any(axis=(0, 1)))[0], initial=0)) + 1
@@ -204,7 +204,19 @@ class _Lattice:
         return out.reshape(len(rows), hi - lo, self.n_moments)
 
 
-def _attenuate(spec, dust, wave, edges, igm=None):
+def _runs(keys):
+    """(start, stop) of every run of equal consecutive values of ``keys`` (1-d), in order.
+
+    >>> _runs(np.array([3, 3, 5, 3]))
+    [(0, 2), (2, 3), (3, 4)]
+    """
+    if len(keys) == 1:
+        return [(0, 1)]
+    bounds = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist(), len(keys)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _attenuate(spec, dust, wave, edges, igm=None, cache=None):
     """Apply the diffuse dust (and IGM) to ``spec`` (n, w, K) in place.
 
     Within each bin the transmission is ``T0 + T1 x`` (``x`` from -1 to 1):
@@ -215,16 +227,16 @@ def _attenuate(spec, dust, wave, edges, igm=None):
     depth is ``dust2`` times one curve and the slope is formed inside the
     product (:func:`_times_dust`); ``igm`` (n, n_blue) multiplies both terms
     of the bluest bins.  ``dust`` is the :class:`~.dust.Attenuation` of the
-    objects.
+    objects; ``cache`` (a dict owned by the caller for this ``wave``) keeps
+    the shared curve per dust law.
     """
     if dust.shared:
-        base = dust.unit_tau(wave)
-        half = _half_step(dust.unit_tau(edges))
+        base, half = _unit_curves(dust, wave, edges, cache)
         dust2 = dust.dust2.astype(np.float32)
-        trans = np.exp(-dust2[:, None] * base.astype(np.float32)[None, :])
+        trans = np.exp(-dust2[:, None] * base[None, :])
         if igm is None:
-            return _times_dust(spec, trans, dust2, half.astype(np.float32))
-        slope = trans * (-dust2[:, None] * half.astype(np.float32)[None, :])
+            return _times_dust(spec, trans, dust2, half)
+        slope = trans * (-dust2[:, None] * half[None, :])
     else:
         tau = dust.diffuse_tau(wave)
         half = _half_step(dust.diffuse_tau(edges))
@@ -236,6 +248,24 @@ def _attenuate(spec, dust, wave, edges, igm=None):
         trans[:, :n_blue] *= igm
         slope[:, :n_blue] *= igm
     return _times_linear(spec, trans, slope)
+
+
+def _unit_curves(dust, wave, edges, cache=None):
+    """float32 optical depth at ``dust2 = 1`` at the bin centres, and half its change across each bin.
+
+    For a :attr:`~.dust.Attenuation.shared` dust law; kept in ``cache``
+    (when given) per law: its ``wave`` and ``edges`` must not change.
+    """
+    key = (dust.dust_type, 0.0 if dust.dust_type == 2 else float(dust.dust_index[0]))
+    curves = None if cache is None else cache.get(key)
+    if curves is None:
+        curves = (dust.unit_tau(wave).astype(np.float32),
+                  _half_step(dust.unit_tau(edges)).astype(np.float32))
+        if cache is not None:
+            if len(cache) > 16:
+                cache.clear()
+            cache[key] = curves
+    return curves
 
 
 def _half_step(values_at_edges):

@@ -59,7 +59,7 @@ line, at every redshift.  The batched photometry uses the same two points.
 
 import numpy as np
 
-from ..errors import SPSError
+from ..errors import NotBatchedError
 from ._compiled import compiled
 from .checks import check_range, scalar_option
 from .cloudy import LIGHTSPEED_AA, LOGU_RANGE, load_grid
@@ -137,7 +137,7 @@ def line_positions(tables, wave, in_spectrum):
     return np.asarray(wave, dtype=float)[pixels].ravel(), share
 
 
-def line_photometry(positions, amplitude, zred, filters):
+def line_photometry(positions, amplitude, zred, filters, cells=None):
     """Band fluxes of lines, as sedpy integrates them, before ``flux_norm``.
 
     Parameters
@@ -148,6 +148,8 @@ def line_photometry(positions, amplitude, zred, filters):
         Luminosity at each position, Lsun per Msun formed.
     zred : ndarray (N,)
     filters : list of sedpy.observate.Filter
+    cells : list of ndarray or None
+        :func:`filter_cells` of ``filters``, when the caller keeps them.
 
     Returns
     -------
@@ -160,10 +162,10 @@ def line_photometry(positions, amplitude, zred, filters):
     out = np.empty((len(zred), len(filters)))
     z1 = 1.0 + np.asarray(zred, dtype=float)
     amplitude = np.ascontiguousarray(amplitude, dtype=np.float64)
+    cells = filter_cells(filters) if cells is None else cells
     for b, f in enumerate(filters):
-        fwave = np.asarray(f.wavelength, dtype=float)
-        _line_band(positions, amplitude, z1, fwave, np.asarray(f.transmission, dtype=float),
-                   _cell_index(fwave), out[:, b])
+        _line_band(positions, amplitude, z1, np.asarray(f.wavelength, dtype=float),
+                   np.asarray(f.transmission, dtype=float), cells[b], out[:, b])
         out[:, b] *= _JY_AB / f.ab_zero_counts / z1
     return out
 
@@ -196,6 +198,11 @@ def _line_band(positions, amplitude, z1, fwave, ftrans, cells, out):
             t = (lam - fwave[i]) / (fwave[i + 1] - fwave[i])
             total += amplitude[n, p] * lam * (ftrans[i] + t * (ftrans[i + 1] - ftrans[i]))
         out[n] = total
+
+
+def filter_cells(filters):
+    """:func:`_cell_index` of every filter's wavelength table (what :func:`line_photometry` walks)."""
+    return [_cell_index(np.asarray(f.wavelength, dtype=float)) for f in filters]
 
 
 def _cell_index(fwave):
@@ -277,7 +284,7 @@ class Nebular(Component):
     def check_batched(self, batch):
         """The lattice holds one metallicity per SSP: ``gas_logz`` must equal ``logzsol``."""
         if not np.array_equal(batch.gas_logz, batch.logzsol):
-            raise SPSError(
+            raise NotBatchedError(
                 "The batched photometry needs gas_logz equal to logzsol (as in "
                 "Prospector's TemplateLibrary['nebular'], where gas_logz depends_on "
                 "stellar_logzsol); got gas_logz="
@@ -333,6 +340,7 @@ class NebularBands(Bands):
         self.tables = tables
         self.wave = library.wavelengths
         self.filters = list(filters)
+        self.cells = filter_cells(self.filters)
         self.lines32 = tables.lines.astype(np.float32)
         self.band_range = (min(f.wavelength[f.transmission > 0].min() for f in self.filters),
                            max(f.wavelength[f.transmission > 0].max() for f in self.filters))
@@ -385,7 +393,7 @@ class NebularBands(Bands):
         igm = batch_transmission(positions, batch) if in_spec else None
         if igm is not None:
             amp[:, :igm.shape[1]] *= igm
-        return line_photometry(positions, amp, batch.zred, self.filters)
+        return line_photometry(positions, amp, batch.zred, self.filters, self.cells)
 
     def named_lines(self, batch, w32, y32, zlo):
         """H-alpha and [OIII]5007 after dust: luminosities (Lsun per Msun formed) and EWs.

@@ -115,20 +115,6 @@ class _Spike:
             self._tabulate(max(need, int(1.25 * need) + 16))
         return pos
 
-    def attenuate(self, batch, stellar, young):
-        """Band flux before ``flux_norm`` from the SSP integrals of the weights (young: None without dust1).
-
-        Dust (:class:`~.dust.Attenuation`) and IGM at the outlier's mean
-        rest wavelength.
-        """
-        lam = self.center / (1.0 + batch.zred)
-        flux = Attenuation(batch).apply_at(lam, stellar, young)
-        if batch.igm:
-            for i in np.flatnonzero((lam < LYMAN_WAVE[0]) & (batch.zred > 0)):
-                flux[i] *= igm_transmission(lam[i:i + 1], batch.zred[i:i + 1],
-                                            batch.igm_factor[i:i + 1])[0, 0]
-        return flux
-
 
 def _outlier_fluxes(spikes, batch, w32, y32, zlo):
     """Band fluxes before ``flux_norm`` of every outlier, (N, len(spikes)).
@@ -144,18 +130,22 @@ def _outlier_fluxes(spikes, batch, w32, y32, zlo):
         pos = spike.positions(batch.zred)
     node = np.floor(pos).astype(np.int64)
     phi = pos - node
-    order = np.argsort(node, kind="stable")          # walk each table in order
+    order = np.argsort(node, kind="stable") if batch.n > 1 else np.zeros(1, dtype=np.int64)
     zlo = np.asarray(zlo, dtype=np.int64)
-    fluxes = []
-    for spike in spikes:
-        stellar = np.empty(batch.n)
-        _node_dots(spike.nodes, node, phi, zlo, w32, order, stellar)
-        young = None
-        if y32 is not None:
-            young = np.empty(batch.n)
-            _node_dots(spike.nodes, node, phi, zlo, y32, order, young)
-        fluxes.append(spike.attenuate(batch, stellar, young))
-    return np.stack(fluxes, axis=1)
+    stellar = np.empty((len(spikes), batch.n))
+    young = None if y32 is None else np.empty((len(spikes), batch.n))
+    for s, spike in enumerate(spikes):       # walk each table in order of node
+        _node_dots(spike.nodes, node, phi, zlo, w32, order, stellar[s])
+        if young is not None:
+            _node_dots(spike.nodes, node, phi, zlo, y32, order, young[s])
+    # dust and IGM at each outlier's mean rest wavelength, (N, S)
+    lam = np.array([spike.center for spike in spikes])[None, :] / (1.0 + batch.zred)[:, None]
+    flux = Attenuation(batch).apply_at(lam, stellar.T, None if young is None else young.T)
+    if batch.igm:
+        for i, s in zip(*np.nonzero((lam < LYMAN_WAVE[0]) & (batch.zred > 0)[:, None])):
+            flux[i, s] *= igm_transmission(lam[i, s:s + 1], batch.zred[i:i + 1],
+                                           batch.igm_factor[i:i + 1])[0, 0]
+    return flux
 
 
 @compiled

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import SPSError
+from ..errors import NotBatchedError, SPSError
 from .checks import broadcast as _broadcast
 from .checks import check_range as _check_range
 from .checks import scalar_option
@@ -156,21 +156,27 @@ def normalize(params, library, single=False, warned=None):
     return b
 
 
-def require_shared(batch):
-    """Raise :class:`SPSError` unless the batch shares the values its tables are built for.
+def require_shared(batch, varying=()):
+    """Raise :class:`NotBatchedError` unless the batch shares the values its tables are built for.
 
     One ``gas_logu`` (nebular), one set of ``duste_*`` (dust emission), one
     ``igm_factor`` (AGN, whose photometry is tabulated with the IGM).
 
     The nebular tables and the dust template are built per value, so the
     spectra and photometry of a batch need them shared (the per-object path
-    always has them).
+    always has them).  ``varying`` names parameters that change from one
+    call to the next (a model's free parameters): none of these may be
+    among them either, or every call would build new tables.
     """
     keys = [key for component in _components.COMPONENTS for key in component.shared(batch)]
     for key in keys:
+        if key in varying:
+            raise NotBatchedError(f"{key} varies from call to call, and the batched "
+                                  "photometry builds its tables per value of it: keep it "
+                                  "fixed, or predict per object (model.predict).")
         value = getattr(batch, key)
         if not np.all(value == value[0]):
-            raise SPSError(f"{key} must be the same for every object of a batch (its tables "
+            raise NotBatchedError(f"{key} must be the same for every object of a batch (its tables "
                            f"are built per value); got {np.unique(value)[:4]}...: keep it "
                            "fixed, or predict per object (model.predict).")
 

@@ -165,8 +165,10 @@ class PhotometryKernel:
         """
         # in order of age: each chunk of SFH weights is integrated only up to
         # its oldest star (sfh.ssp_weights), and the GEMM blocks are narrower
-        order = np.argsort(batch.tage, kind="stable")
-        batch = _slice_batch(batch, order)
+        order = None
+        if batch.n > 1:
+            order = np.argsort(batch.tage, kind="stable")
+            batch = _slice_batch(batch, order)
         w32, y32, zlo, summary = self._weights(batch)
         out = self.coarse.fluxes(batch, w32, y32, zlo)
         if self.fine:
@@ -176,6 +178,8 @@ class PhotometryKernel:
         if self.bands:
             self._components(batch, w32, y32, zlo, out, summary)
         out *= self.flux_norm(batch, summary["mfrac"])[:, None]
+        if order is None:
+            return out, summary
         return _unsorted(out, order), {k: _unsorted(v, order) for k, v in summary.items()}
 
     def _components(self, batch, w32, y32, zlo, out, summary, chunk=4096):
@@ -191,7 +195,8 @@ class PhotometryKernel:
                 summary[name] = np.empty((batch.n, len(self.filters)))
         for start in range(0, batch.n, chunk):
             sl = slice(start, min(start + chunk, batch.n))
-            part, w, z = _slice_batch(batch, sl), w32[sl], zlo[sl]
+            part = batch if batch.n <= chunk else _slice_batch(batch, sl)
+            w, z = w32[sl], zlo[sl]
             y = None if y32 is None else y32[sl]
             for bands in self.bands:
                 bands.add(part, w, y, z, out[sl],
@@ -222,7 +227,7 @@ class PhotometryKernel:
         ages_gyr = kern.ages / 1e9
         for start in range(0, n, chunk):
             sl = slice(start, min(start + chunk, n))
-            part = _slice_batch(batch, sl)
+            part = batch if n <= chunk else _slice_batch(batch, sl)
             lo, frac = kern.metallicity_weights(part.logzsol)
             weights, young = kern.age_weights(part, need_young=need_young)
             zlo[sl] = lo
