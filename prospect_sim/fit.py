@@ -8,7 +8,10 @@ back (chain, weights, lnprobability, obs, model parameters, run_params).
 
 - ``--emcee`` and ``--optimize`` run ``prospect.fitting.fit_model`` with the
   pool. ``--restart_from FILE`` continues an emcee chain from its last
-  walker positions (read without executing stored code).
+  walker positions (read without executing stored code).  Without workers,
+  emcee's walkers are evaluated together, half the ensemble per call of
+  the batched posterior (:class:`BatchMap`, :mod:`prospect_sim.likelihood`),
+  where the parameter file allows it.
 - ``--dynesty`` runs dynesty's ``DynamicNestedSampler`` with exactly the
   options, likelihood, stopping and weight functions of Prospector's
   ``run_dynesty_sampler``, but through dynesty's ``run_nested`` so that
@@ -21,12 +24,13 @@ sample (read back as top-level keys of the results dict): ``mfrac``
 (surviving / formed stellar mass), ``total_mass`` (Msun formed) and
 ``stellar_mass`` (surviving stellar mass, Msun = ``total_mass * mfrac``).
 
-Photometry-only fits skip the model spectrum Prospector 1.4 smooths and
-then discards on every likelihood call (:func:`prepare`; see
-:mod:`prospect_sim.sps._compat`): the same likelihood, about a third
-faster with the embedded grid, and free of the memory traffic that kept
-two processes on two cores from running at full speed.  The best-fit
-spectrum in the results file is still Prospector's own, smoothed one.
+Photometry-only fits compute no model spectrum (:func:`prepare`; see
+:mod:`prospect_sim.sps._compat`): with the embedded grid each likelihood
+call predicts the photometry through the batched kernel at N = 1 (the
+point path, within 1e-3 mag of Prospector's own code, 4-7x faster:
+``bench/bench_point.py``), otherwise it skips the spectrum Prospector
+1.4 smooths and then discards.  The best-fit spectrum in the results file
+is still Prospector's own, smoothed one.
 
 Prospector 1.4.1 quirks handled here: ``write_hdf5`` cannot store the
 optimizer results (a unicode dtype h5py rejects), so they are written with a
@@ -48,7 +52,7 @@ from . import pool as _pool
 from .errors import FitError, ProspectSimError
 from .sps import _compat
 
-__all__ = ["run", "prepare", "fit_kind", "DERIVED"]
+__all__ = ["run", "prepare", "fit_kind", "BatchMap", "DERIVED"]
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +144,16 @@ def run(ingredients, pool):
         if rp.get("restart_from"):
             fit_kwargs["initial_positions"] = _restart_positions(rp["restart_from"],
                                                                   ingredients.model)
-        out = _fit_model(ingredients, optimize=bool(rp.get("optimize")), emcee=True,
-                         **fit_kwargs)
-        optres, topt = out["optimization"]
+        batch = BatchMap.for_fit(ingredients) if workpool is None else None
+        if batch is not None and rp.get("optimize"):
+            # the minimizer maps its starts over the pool: optimise first without it
+            out = _fit_model(ingredients, optimize=True, **fit_kwargs)
+            optres, topt = out["optimization"]
+        emcee_kwargs = dict(fit_kwargs, pool=batch or workpool)
+        out = _fit_model(ingredients, optimize=bool(rp.get("optimize")) and batch is None,
+                         emcee=True, **emcee_kwargs)
+        if batch is None:
+            optres, topt = out["optimization"]
         sampler, tsample = out["sampling"]
         initial_center = ingredients.model.theta.copy()
     else:
@@ -182,6 +193,49 @@ def lnprobfn_for_fit(theta, negative=False, residuals=False, **kwargs):
     if negative and not residuals and np.isneginf(lnp):
         return np.inf
     return lnp
+
+
+class BatchMap:
+    """A pool for emcee whose ``map`` evaluates all points in one call of the batched posterior.
+
+    emcee (through Prospector's ``run_emcee_sampler``) maps the posterior
+    over half the walkers at a time; this evaluates them as one (n, D)
+    block through :class:`~prospect_sim.likelihood.BatchedLnProb`.  The
+    first call also evaluates the function emcee passes at the first
+    point and refuses to go on if the two disagree (a different
+    posterior), so the map never silently answers for another function.
+    """
+
+    #: |batched - per-point| above which the first check fails (log-probability).
+    CHECK = 0.5
+
+    def __init__(self, lnp):
+        self.lnp = lnp
+        self._checked = False
+
+    @classmethod
+    def for_fit(cls, ingredients):
+        """A BatchMap for the posterior of ``ingredients``, or None where it cannot batch."""
+        from .likelihood import BatchedLnProb
+        ing = ingredients
+        lnp = BatchedLnProb(ing.model, ing.obs, ing.sps, ing.noise)
+        if lnp.fallback:
+            log.info("emcee walkers one at a time: %s", lnp.fallback)
+            return None
+        return cls(lnp)
+
+    def map(self, func, iterable):
+        points = np.array(list(iterable), dtype=float)
+        values = self.lnp(points)
+        if not self._checked and len(points):
+            want = float(func(points[0]))
+            got = float(values[0])
+            if not (np.isclose(got, want, rtol=1e-3, atol=self.CHECK)
+                    or (np.isneginf(got) and np.isneginf(want))):
+                raise FitError(f"the batched posterior ({got:.6g}) disagrees with emcee's "
+                               f"function ({want:.6g}) at {points[0].tolist()}")
+            self._checked = True
+        return list(values)
 
 
 def _fit_model(ingredients, optimize=False, emcee=False, **kwargs):

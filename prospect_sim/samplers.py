@@ -37,7 +37,8 @@ class Sampler:
         Prospector's ``fit_model`` (or its dynesty options) in :mod:`prospect_sim.fit`.
     batched : bool
         Whether it evaluates blocks of points through the batched
-        log-posterior (:mod:`prospect_sim.likelihood`).
+        log-posterior (:mod:`prospect_sim.likelihood`; emcee: its walkers,
+        without workers, :class:`prospect_sim.fit.BatchMap`).
     """
 
     name: str
@@ -51,7 +52,7 @@ SAMPLERS = {
     "dynesty": Sampler("dynesty", resumes=True),
     "nautilus": Sampler("nautilus", resumes=True, runner="prospect_sim.nautilus_fit:run_sampler",
                         batched=True),
-    "emcee": Sampler("emcee", resumes=False),
+    "emcee": Sampler("emcee", resumes=False, batched=True),
     "optimize": Sampler("optimize", resumes=False),
 }
 

@@ -110,3 +110,26 @@ def test_an_sps_without_batches_falls_back_to_lnprobfn():
     want = [lnprobfn(row, model=ing.model, obs=ing.obs, sps=sps, noise=ing.noise)
             for row in theta]
     assert np.array_equal(lnp(theta), want)
+
+
+def test_emcee_batch_map_evaluates_every_walker_at_once_and_checks_its_function():
+    from prospect.fitting import lnprobfn
+    from prospect_sim.errors import FitError
+    from prospect_sim.fit import BatchMap
+    from prospect_sim.sps._compat import exact_predict
+    ing = load(FILES / "demo_params.py").build({"sps_library": "grid"})
+    batch = BatchMap.for_fit(ing)
+    assert batch is not None
+    theta = forward.prior_transform(ing.model, np.random.default_rng(14).uniform(size=(8, 6)))
+
+    def posterior(row):
+        with exact_predict():
+            return lnprobfn(row, model=ing.model, obs=ing.obs, sps=ing.sps, noise=ing.noise)
+
+    calls = batch.lnp.n_calls
+    got = np.array(batch.map(posterior, list(theta)))
+    assert batch.lnp.n_calls - calls == len(theta)          # one block of 8
+    want, phot = _reference(ing, theta)
+    assert np.all(np.abs(got - want) <= _allowed(ing, theta, phot) + 1e-6 * np.abs(want))
+    with pytest.raises(FitError, match="disagrees"):
+        BatchMap(batch.lnp).map(lambda row: posterior(row) - 50.0, list(theta[:2]))
