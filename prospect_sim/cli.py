@@ -44,7 +44,7 @@ FIT_FLAGS = tuple(SAMPLERS)
 
 #: Modules that add mode-specific flags; they import nothing heavy.
 _OPTION_MODULES = ("prospect_sim.simulate", "prospect_sim.amortized.options",
-                   "prospect_sim.nautilus_fit")
+                   "prospect_sim.nautilus_fit", "prospect_sim.catalog_fit")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,8 +170,9 @@ def selected_mode(run_params):
 
 
 def _output_kind(mode, run_params):
-    return {"simulate": "sims", "train": "flow", "infer": "posterior",
-            "fit": fit_kind(run_params) if mode == "fit" else None}.get(mode)
+    if mode == "fit":
+        return fit_kind(run_params) + ("_catalog" if run_params.get("catalog") else "")
+    return {"simulate": "sims", "train": "flow", "infer": "posterior"}.get(mode)
 
 
 def check_run_params(run_params, mode):
@@ -199,9 +200,13 @@ def check_run_params(run_params, mode):
     if mode in ("infer", "validate") and not run_params.get("resume"):
         outputs.require_existing(outputs.path_for(run_params, "flow"), "--checkpoint",
                                  "network checkpoint (made by --train)")
+    if run_params.get("catalog") and mode not in ("fit", "infer"):
+        raise UsageError(f"--catalog is read by --infer and by the fitters (--dynesty, "
+                         f"--nautilus, --emcee, --optimize), not by --{mode}")
     kind = _output_kind(mode, run_params)
     if kind is not None:
-        resumable = not (mode == "fit" and not SAMPLERS[kind].resumes)
+        catalog_fit = mode == "fit" and bool(run_params.get("catalog"))
+        resumable = catalog_fit or not (mode == "fit" and not SAMPLERS[kind].resumes)
         if run_params.get("resume") and not resumable:
             resumers = ", ".join(f"--{n}" for n, s in SAMPLERS.items() if s.resumes)
             raise UsageError(f"--resume continues {resumers}, --simulate and --train runs; "

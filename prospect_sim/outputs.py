@@ -14,6 +14,8 @@ kind                     path
 ``nautilus_checkpoint``  ``BASE_nautilus_checkpoint.h5``
 ``emcee``                ``BASE_emcee.h5``
 ``optimize``             ``BASE_optimize.h5``
+``<sampler>_catalog``    ``BASE_<sampler>_catalog.h5`` (``--catalog`` fits;
+                         ``.part`` while it grows)
 ``flow``                 ``BASE_flow.pt`` (``--checkpoint`` overrides)
 ``posterior``            ``BASE_posterior.h5``
 =======================  ==========================================
@@ -43,6 +45,10 @@ KINDS = {
     "nautilus_checkpoint": "_nautilus_checkpoint.h5",
     "emcee": "_emcee.h5",
     "optimize": "_optimize.h5",
+    "dynesty_catalog": "_dynesty_catalog.h5",
+    "nautilus_catalog": "_nautilus_catalog.h5",
+    "emcee_catalog": "_emcee_catalog.h5",
+    "optimize_catalog": "_optimize_catalog.h5",
     "flow": "_flow.pt",
     "posterior": "_posterior.h5",
 }

@@ -37,8 +37,8 @@ import traceback
 
 from .errors import ProspectSimError, WorkerError
 
-__all__ = ["open_pool", "ingredients", "mpi_launched", "launcher_rank", "SerialPool",
-           "MPIWorkPool", "dumps_task"]
+__all__ = ["open_pool", "ingredients", "substituted", "mpi_launched", "launcher_rank",
+           "SerialPool", "MPIWorkPool", "dumps_task"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,22 @@ def ingredients():
         raise RuntimeError("no ingredients were built in this process; "
                            "call it inside prospect_sim.pool.open_pool(...)")
     return _INGREDIENTS
+
+
+@contextlib.contextmanager
+def substituted(ing):
+    """Inside the block, :func:`ingredients` of this process is ``ing``.
+
+    For work on variants of the ingredients built (a catalogue row's obs in
+    place of the parameter file's); tasks sent to other processes inside
+    the block would still resolve to *their* built ingredients.
+    """
+    previous = _INGREDIENTS
+    _set_ingredients(ing)
+    try:
+        yield ing
+    finally:
+        _set_ingredients(previous)
 
 
 def _set_ingredients(ing):

@@ -168,6 +168,12 @@ class Catalog:
                 bad |= nonnum
         return values, bad
 
+    def read_text(self, start, stop):
+        """Columns of rows [start, stop) as lists of str (ids and names, as written)."""
+        raw = self._read(start, stop)
+        return {c: [v.decode(errors="replace").strip() if isinstance(v, bytes) else str(v).strip()
+                    for v in raw[c]] for c in self.columns}
+
     def close(self):
         for name in ("_h5", "_fits", "_csv_fh"):
             obj = getattr(self, name, None)
