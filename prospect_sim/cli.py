@@ -203,6 +203,8 @@ def check_run_params(run_params, mode):
     if run_params.get("catalog") and mode not in ("fit", "infer"):
         raise UsageError(f"--catalog is read by --infer and by the fitters (--dynesty, "
                          f"--nautilus, --emcee, --optimize), not by --{mode}")
+    if mode == "fit":
+        SAMPLERS[fit_kind(run_params)].require()
     kind = _output_kind(mode, run_params)
     if kind is not None:
         catalog_fit = mode == "fit" and bool(run_params.get("catalog"))

@@ -39,20 +39,35 @@ class Sampler:
         Whether it evaluates blocks of points through the batched
         log-posterior (:mod:`prospect_sim.likelihood`; emcee: its walkers,
         without workers, :class:`prospect_sim.fit.BatchMap`).
+    package : tuple of str or None
+        (module it needs, the ``pip install`` argument that brings it).
     """
 
     name: str
     resumes: bool
     runner: str = None
     batched: bool = False
+    package: tuple = None
+
+    def require(self):
+        """Raise :class:`~prospect_sim.errors.UsageError` naming the ``pip install`` it needs."""
+        if self.package is None:
+            return
+        import importlib
+        module, pip = self.package
+        try:
+            importlib.import_module(module)      # the run imports it anyway
+        except ImportError as err:
+            raise UsageError(f"--{self.name} needs the {module} package, which cannot be "
+                             f"imported ({err}): pip install {pip}") from err
 
 
 #: In order of precedence when several are given with ``--optimize``.
 SAMPLERS = {
-    "dynesty": Sampler("dynesty", resumes=True),
+    "dynesty": Sampler("dynesty", resumes=True, package=("dynesty", "'dynesty<3'")),
     "nautilus": Sampler("nautilus", resumes=True, runner="prospect_sim.nautilus_fit:run_sampler",
-                        batched=True),
-    "emcee": Sampler("emcee", resumes=False, batched=True),
+                        batched=True, package=("nautilus", "nautilus-sampler")),
+    "emcee": Sampler("emcee", resumes=False, batched=True, package=("emcee", "emcee")),
     "optimize": Sampler("optimize", resumes=False),
 }
 

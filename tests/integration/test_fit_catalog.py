@@ -195,3 +195,24 @@ def test_a_killed_catalogue_fit_resumes_where_it_stopped(catalog, tmp_path):
     assert not part.exists()
     _same_fits(_read(tmp_path / "demo_params_emcee_catalog.h5")[0],
                _read(reference / "demo_params_emcee_catalog.h5")[0])
+
+
+def test_a_sampler_that_is_not_installed_is_named_with_its_pip_install(catalog, tmp_path):
+    """nautilus hidden from the import system: one line, exit 2, nothing written."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'nautilus' or name.startswith('nautilus.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Hide())\n")
+    env = dict(_env(), PYTHONPATH=str(hide))
+    for extra in ([], ["--catalog", str(catalog)]):
+        proc = subprocess.run([sys.executable, str(DEMO), "--nautilus", *extra], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and "pip install nautilus-sampler" in last, proc.stderr
+    assert not list(tmp_path.glob("*.h5*"))
