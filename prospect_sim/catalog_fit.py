@@ -318,6 +318,9 @@ def run(ingredients, pool):
         return path
     names = forward.filter_names(ingredients.obs)
     cat, ids = _open_catalog(rp["catalog"], names, rp.get("id_column"))
+    if not ids:
+        cat.close()
+        raise UsageError(f"--catalog {rp['catalog']} has no rows to fit")
     n_draws = int(rp.get("n_draws") or 1000)
     if n_draws < 1:
         raise UsageError(f"--n_draws must be at least 1, got {n_draws}")

@@ -113,12 +113,14 @@ def check_writable(path, run_params, resumable=True):
     ------
     UsageError
         When ``path`` exists without ``--overwrite`` (or ``--resume`` for a
-        resumable output), or when its folder does not exist.
+        resumable output), or when its folder does not exist or cannot be
+        written (probed with a small file, before any long work).
     """
     folder = Path(path).parent
     if not folder.is_dir():
         raise UsageError(f"cannot write {path}: folder {folder}/ does not exist; "
                          f"create it or choose another --outfile")
+    _probe(folder, path)
     if not Path(path).exists():
         return
     if run_params.get("overwrite"):
@@ -129,6 +131,18 @@ def check_writable(path, run_params, resumable=True):
         else "--overwrite to replace it"
     raise UsageError(f"output {path} already exists; pass {how}, "
                      f"or choose another --outfile")
+
+
+def _probe(folder, path):
+    """Write and remove a small file in ``folder``: an unwritable folder fails now, not after the work."""
+    import tempfile
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".prospect_sim_probe_") as fh:
+            fh.write(b"probe")
+            fh.flush()
+    except OSError as err:
+        raise UsageError(f"cannot write {path}: {err.strerror or err} in {folder}/; "
+                         f"choose another --outfile") from err
 
 
 def require_existing(path, flag, what):

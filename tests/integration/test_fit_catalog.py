@@ -116,6 +116,11 @@ def test_bad_catalogues_and_modes_are_refused_in_one_line(catalog, tmp_path):
     proc = _run(["--optimize", "--min_method", "powell", "--catalog", broken], tmp_path)
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 2 and "decam_z_flux" in last and "decam_z_unc" in last
+    empty = tmp_path / "empty.csv"
+    empty.write_text(catalog.read_text().splitlines()[0] + "\n")
+    proc = _run(["--optimize", "--min_method", "powell", "--catalog", empty], tmp_path)
+    assert proc.returncode == 2 and "no rows" in proc.stderr.strip().splitlines()[-1]
+    assert not list(tmp_path.glob("*.h5*"))
     proc = _run(["--simulate", "--n_samples", "10", "--catalog", catalog], tmp_path)
     assert proc.returncode == 2 and "--catalog" in proc.stderr.strip().splitlines()[-1]
     proc = _run([*EMCEE, "--catalog", catalog, "--id_column", "name"], tmp_path)

@@ -66,3 +66,11 @@ def test_atomic_path_renames_on_success_and_keeps_old_on_failure(tmp_path):
             raise RuntimeError("interrupted")
     assert final.read_text() == "new"
     assert os.listdir(tmp_path) == ["r.txt"]
+
+
+def test_an_unwritable_folder_is_refused_before_any_work():
+    """The write probe: /proc cannot hold files, for root too."""
+    from prospect_sim import outputs
+    with pytest.raises(UsageError, match=r"cannot write /proc/x_optimize.h5: .* in /proc/"):
+        outputs.check_writable("/proc/x_optimize.h5", {})
+    assert not list(Path("/proc").glob(".prospect_sim_probe_*"))
