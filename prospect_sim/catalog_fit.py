@@ -57,7 +57,8 @@ from . import pool as _pool
 from .errors import FitError, ProspectSimError, UsageError
 from .samplers import fit_kind
 
-__all__ = ["run", "add_arguments", "FLAGS", "QUANTILES", "weighted_quantiles", "row_obs"]
+__all__ = ["run", "add_arguments", "describe", "is_fit_table", "FLAGS", "QUANTILES",
+           "weighted_quantiles", "row_obs"]
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,42 @@ class FitTable:
 
     def close(self):
         self.file.close()
+
+
+def is_fit_table(path):
+    """Whether ``path`` is an HDF5 file this module wrote (complete or ``.part``)."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            return "done" in f and "summary" in f and "kind" in f.attrs
+    except OSError:
+        return False
+
+
+def describe(path):
+    """A few lines on a catalogue-fit file (``python -m prospect_sim info FILE``)."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        done, flags = f["done"][:], f["flags"][:]
+        names = json.loads(f["summary"].attrs["names"])
+        median = f["summary"][:, :, QUANTILES.index(50.0)]
+        seconds = f["seconds"][:]
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    fitted = done & np.all(np.isfinite(median), axis=1)
+    lines = [f"{path}: --{attrs['kind']} fits of catalogue {attrs['catalog']}",
+             f"  rows: {len(done)}, done {int(done.sum())}, fitted {int(fitted.sum())}"
+             + ("" if done.all() else "  (incomplete: --resume continues it)"),
+             f"  draws per object: {attrs['n_draws']}; columns of summary: {', '.join(names)}"]
+    if fitted.any():
+        lines.append(f"  fit time: median {np.nanmedian(seconds[fitted]):.2f} s per object")
+        meds = np.nanmedian(median[fitted], axis=0)
+        lines.append("  median of the posterior medians: "
+                     + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, meds)))
+    for bit, meaning in FLAGS.items():
+        n = int(np.sum(flags & bit > 0))
+        if n:
+            lines.append(f"  flag {bit}: {n} row{'s' if n > 1 else ''} ({meaning})")
+    return "\n".join(lines)
 
 
 # --- the mode -------------------------------------------------------------------------

@@ -388,10 +388,14 @@ def _info(pfile, argv):
 
 
 def _describe_file(path):
-    """``info`` on a non-Python file: the simulation-file report of :mod:`prospect_sim.info`."""
+    """``info`` on a non-Python file: a simulation file (:mod:`prospect_sim.info`) or a catalogue fit."""
     if not Path(path).is_file():
         raise UsageError(f"{path} does not exist; give a parameter file (.py) or a "
                          f"simulation file (.h5)")
+    from . import catalog_fit
+    if catalog_fit.is_fit_table(path):
+        print(catalog_fit.describe(path))
+        return 0
     from .info import describe
     print(describe(path))
     return 0

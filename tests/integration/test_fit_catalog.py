@@ -99,6 +99,10 @@ def test_optimize_fits_every_row_and_flags_the_broken_ones(catalog, tmp_path):
 
         assert lnp(data["summary"][i, :6, 2]) > lnp(ing.model.initial_theta) + 1.0, i
     assert "1 row flagged 1" in proc.stderr and "1 row flagged 2" in proc.stderr
+    info = subprocess.run([sys.executable, "-m", "prospect_sim", "info", str(out)],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert info.returncode == 0, info.stderr
+    assert "rows: 8, done 8, fitted 6" in info.stdout and "flag 2: 1 row" in info.stdout
     # nothing is replaced without --overwrite
     before = out.stat().st_mtime_ns
     again = _run(["--optimize", "--min_method", "powell", "--catalog", catalog], tmp_path)
