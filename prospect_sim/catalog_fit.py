@@ -57,10 +57,17 @@ from . import pool as _pool
 from .errors import FitError, ProspectSimError, UsageError
 from .samplers import fit_kind
 
-__all__ = ["run", "add_arguments", "describe", "is_fit_table", "FLAGS", "QUANTILES",
+__all__ = ["run", "prepare", "add_arguments", "describe", "is_fit_table", "FLAGS", "QUANTILES",
            "weighted_quantiles", "row_obs"]
 
 log = logging.getLogger(__name__)
+
+
+
+def prepare(ingredients):
+    """As for one fit (:func:`prospect_sim.fit.prepare`), on every process."""
+    from . import fit
+    fit.prepare(ingredients)
 
 #: Flag bits of a row.
 FLAGS = {1: "bad value (non-numeric flux or uncertainty): not fitted",

@@ -39,6 +39,7 @@ MODES = {
     "infer": "prospect_sim.amortized.infer:run",
     "validate": "prospect_sim.amortized.validate:run",
     "fit": "prospect_sim.fit:run",
+    "catalog_fit": "prospect_sim.catalog_fit:run",     # a fitter with --catalog
 }
 FIT_FLAGS = tuple(SAMPLERS)
 
@@ -155,7 +156,7 @@ def selected_mode(run_params):
     UsageError
         For no mode, two modes, or both ``--emcee`` and ``--dynesty``.
     """
-    chosen = [m for m in MODES if m != "fit" and run_params.get(m)]
+    chosen = [m for m in MODES if m not in ("fit", "catalog_fit") and run_params.get(m)]
     fitters = [f for f in FIT_FLAGS if run_params.get(f)]
     if fitters:
         fit_kind(run_params)                # refuses two samplers
@@ -316,7 +317,8 @@ def run(run_params, pfile):
         run_params["verbose"] = 0
     mode = selected_mode(run_params)
     check_run_params(run_params, mode)
-    runner, prepare = _import_runner(MODES[mode])
+    runner, prepare = _import_runner(MODES["catalog_fit" if mode == "fit" and
+                                           run_params.get("catalog") else mode])
 
     def build():
         ingredients = pfile.build(run_params)

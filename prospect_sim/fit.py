@@ -106,9 +106,6 @@ def run(ingredients, pool):
         Path of the results file (``outputs.path_for(run_params, kind)``).
     """
     rp = ingredients.run_params
-    if rp.get("catalog"):
-        from .catalog_fit import run as fit_catalog
-        return fit_catalog(ingredients, pool)
     kind = fit_kind(rp)
     path = outputs.path_for(rp, kind)
     resumable = SAMPLERS[kind].resumes
