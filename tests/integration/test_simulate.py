@@ -1,6 +1,6 @@
 """``--simulate`` end to end on a toy parameter file: determinism, resume, bad input.
 
-The toy file (``test_simulate_toy_params.py``) has the demo's model and an
+The toy file (``simulate_toy_params.py``) has the demo's model and an
 analytic sps, so these tests exercise chunks, pool, store and resume in
 seconds. The real demo model is in ``test_simulate_demo.py``.
 """
@@ -21,7 +21,7 @@ from scipy import stats
 
 from prospect_sim import cli, info
 
-TOY = Path(__file__).with_name("test_simulate_toy_params.py")
+TOY = Path(__file__).with_name("simulate_toy_params.py")
 DATASETS = ["theta", "phot", "valid", "chunks_done", "extras/mfrac", "extras/stellar_mass",
             "extras/sfr100", "extras/mwa"]
 BOUNDS = {"zred": (0.05, 1.5), "mass": (1e8, 1e12), "logzsol": (-1.5, 0.19),

@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.mpi
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
-TOY = Path(__file__).parents[1] / "integration" / "test_simulate_toy_params.py"
+TOY = Path(__file__).parents[1] / "integration" / "simulate_toy_params.py"
 DATASETS = ["theta", "phot", "valid", "chunks_done", "extras/mfrac", "extras/stellar_mass",
             "extras/sfr100", "extras/mwa"]
 

@@ -1,4 +1,4 @@
-"""Toy parameter file for the ``--simulate`` tests (no test functions here).
+"""Toy parameter file for the ``--simulate`` tests (a helper, not a test module).
 
 Used by ``tests/integration/test_simulate.py`` and
 ``tests/mpi/test_simulate_mpi.py``: the demo's model (free zred, mass,
@@ -7,7 +7,7 @@ nothing, so the tests exercise the chunking, the pool, the store and resume,
 not the physics. Flags: ``--toy_delay S`` sleeps S seconds per chunk (to
 interrupt a run), ``--toy_nan_above T`` returns NaN photometry for tage > T.
 
-    python tests/integration/test_simulate_toy_params.py --simulate --n_samples 1000
+    python tests/integration/simulate_toy_params.py --simulate --n_samples 1000
 """
 
 import time
