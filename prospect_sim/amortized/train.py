@@ -15,7 +15,8 @@ Reproducible and resumable by construction: the network is initialised from
 with a fixed generator. The checkpoint written after every epoch holds the
 weights, the optimizer and scheduler state, the history and the early-stopping
 counter, so ``--resume`` continues exactly where it stopped (same weights as
-an uninterrupted run). The best weights are kept in the same checkpoint and
+an uninterrupted run: it keeps the checkpoint's ``--train_seed`` and
+architecture, whatever the flags say). The best weights are kept in the same checkpoint and
 in ``<checkpoint>_best.pt`` beside it.
 """
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 _VAL_STREAM = 2 ** 31 - 1   # numpy SeedSequence word for the fixed validation noise
 _STATS_STREAM = 2 ** 31 - 2  # ... and for the normalisation statistics
 _ARCH = ("flow", "hidden", "transforms", "bins", "embedding", "embed_dim", "lr_schedule")
+_KEPT = _ARCH + ("train_seed",)  # what --resume takes from the checkpoint, not the flags
 
 
 def resolve_device(name):
@@ -287,11 +289,13 @@ def train(simfile, problem, noise, checkpoint, opts, resume=False, overwrite=Fal
                                     f"simulation file ({ckpt['simfile']['path']!r}); use "
                                     "--overwrite to start again")
             post = AmortizedPosterior.from_checkpoint(ckpt, best=False)
-            kept = {k: ckpt["options"].get(k, options.DEFAULTS[k]) for k in _ARCH}
-            changed = [k for k in _ARCH if str(opts[k]) != str(kept[k])]
+            kept = {k: ckpt["options"].get(k, options.DEFAULTS[k]) for k in _KEPT}
+            changed = [k for k in _KEPT if str(opts[k]) != str(kept[k])]
             if changed:
                 log.warning("--resume keeps the checkpoint's %s", ", ".join(changed))
-            opts = {**opts, "lr_schedule": kept["lr_schedule"]}
+            # the epochs after the interruption draw from the run's own seed
+            opts = {**opts, "lr_schedule": kept["lr_schedule"], "train_seed": kept["train_seed"]}
+            seed = int(kept["train_seed"])
         else:
             post = AmortizedPosterior.new(problem, conditions, noise, opts, seed=seed)
         trainer = _Trainer(data, post, opts, device)

@@ -52,15 +52,27 @@ def test_unfinished_chunks_are_skipped(simfile):
         assert data.n_good == 750 - n_nan
 
 
-def test_resume_continues_exactly(toy, simfile, tmp_path):
+def _same_weights(ca, cb):
+    return all(torch.equal(ca["model_state"][k], cb["model_state"][k]) for k in ca["model_state"])
+
+
+def test_resume_continues_exactly(toy, simfile, tmp_path, caplog):
+    """The part after the interruption is asked for another --train_seed: a resume that
+    continues gives the uninterrupted run's weights, one that started again would give
+    the weights of a fresh run with that seed."""
     a = str(tmp_path / "a.pt")
     train(simfile, toy.problem, toy.noise, a, dict(TINY, epochs=2), quiet=True)
+    fresh = str(tmp_path / "fresh.pt")
+    train(simfile, toy.problem, toy.noise, fresh, dict(TINY, epochs=2, train_seed=1), quiet=True)
     b = str(tmp_path / "b.pt")
     train(simfile, toy.problem, toy.noise, b, dict(TINY, epochs=1), quiet=True)
     assert load_checkpoint(b)["epoch"] == 1
-    train(simfile, toy.problem, toy.noise, b, dict(TINY, epochs=2), resume=True, quiet=True)
-    ca, cb = load_checkpoint(a), load_checkpoint(b)
-    assert cb["epoch"] == 2
+    train(simfile, toy.problem, toy.noise, b, dict(TINY, epochs=2, train_seed=1), resume=True,
+          quiet=True)
+    assert "--resume keeps the checkpoint's train_seed" in caplog.text
+    ca, cb, cf = load_checkpoint(a), load_checkpoint(b), load_checkpoint(fresh)
+    assert cb["epoch"] == 2 and cb["options"]["train_seed"] == 0
+    assert not _same_weights(ca, cf)  # the seed matters, so the comparison below can fail
     for key in ca["model_state"]:
         torch.testing.assert_close(ca["model_state"][key], cb["model_state"][key], rtol=0, atol=0)
     assert [r["val_loss"] for r in ca["history"]] == [r["val_loss"] for r in cb["history"]]
@@ -92,9 +104,9 @@ def test_cosine_schedule_anneals_and_resumes_exactly(toy, simfile, tmp_path, mon
         train(simfile, toy.problem, toy.noise, b, opts, quiet=True)
     monkeypatch.setattr(train_mod._Trainer, "epoch", real_epoch)
     assert load_checkpoint(b)["epoch"] == 1
-    # resumed without --lr_schedule: the checkpoint's schedule is kept
-    train(simfile, toy.problem, toy.noise, b, dict(opts, lr_schedule="plateau"), resume=True,
-          quiet=True)
+    # resumed with another --lr_schedule and --train_seed: the checkpoint's are kept
+    train(simfile, toy.problem, toy.noise, b, dict(opts, lr_schedule="plateau", train_seed=1),
+          resume=True, quiet=True)
     ca, cb = load_checkpoint(a), load_checkpoint(b)
     for key in ca["model_state"]:
         torch.testing.assert_close(ca["model_state"][key], cb["model_state"][key], rtol=0, atol=0)
@@ -113,7 +125,8 @@ def test_compiled_training_follows_eager_and_resumes_exactly(toy, simfile, tmp_p
         np.testing.assert_allclose([r[key] for r in hc], [r[key] for r in he], rtol=1e-4)
     b = str(tmp_path / "b.pt")
     train(simfile, toy.problem, toy.noise, b, dict(opts, epochs=1, compile=True), quiet=True)
-    train(simfile, toy.problem, toy.noise, b, dict(opts, compile=True), resume=True, quiet=True)
+    train(simfile, toy.problem, toy.noise, b, dict(opts, compile=True, train_seed=1), resume=True,
+          quiet=True)  # another seed: ignored by a resume, not by a run started again
     ca, cb = load_checkpoint(comp), load_checkpoint(b)
     for key in ca["model_state"]:
         torch.testing.assert_close(ca["model_state"][key], cb["model_state"][key], rtol=0, atol=0)
