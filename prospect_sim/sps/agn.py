@@ -293,7 +293,7 @@ class AGNBands(Bands):
     """Band fluxes of the AGN for N objects, before ``flux_norm``.
 
     Each template's photometry is tabulated in redshift
-    (:class:`.dust_emission.TemplatePhotometry`, IGM included): the torus at
+    (:class:`.templates.TemplatePhotometry`, IGM included): the torus at
     the ten tabulated inclinations (the model is linear in flux between
     them, so this is exact), the disc at reddenings ``agn_eb_v`` every
     0.025 mag up to 1, interpolated linearly in log flux (the reddening factor
@@ -309,7 +309,7 @@ class AGNBands(Bands):
     E_MAX = 1.0
 
     def __init__(self, wave, filters, bolometric, templates, igm_factor):
-        from .dust_emission import TemplatePhotometry
+        from .templates import TemplatePhotometry
         self.bolometric = bolometric.astype(np.float32)[..., None]
         n_e = int(round(self.E_MAX / self.E_STEP)) + 1
         discs = [templates["disc"] * 10**(-0.4 * j * self.E_STEP * templates["smc"])

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import SPSError
 
 __all__ = ["LINE_FILE", "CONTINUUM_FILE", "NebularGrid", "NebularTables", "load_grid",
-           "grid_path", "line_list", "LOGU_RANGE", "LIGHTSPEED_AA"]
+           "grid_path", "line_list", "LOGU_RANGE", "LIGHTSPEED_AA", "bracket"]
 
 LINE_FILE = "bc03_miles_nebular_line_grids_extended_logU_nograins_cloudy25.fits"
 CONTINUUM_FILE = "bc03_miles_nebular_cont_grids_extended_logU_nograins_cloudy25.fits"
@@ -121,11 +121,11 @@ class NebularGrid:
         if not LOGU_RANGE[0] <= u <= LOGU_RANGE[1]:
             raise SPSError(f"gas_logu={u} is outside the nebular grid: allowed "
                            f"[{LOGU_RANGE[0]}, {LOGU_RANGE[1]}].")
-        ju, fu = _bracket(self.logu, u)
+        ju, fu = bracket(self.logu, u)
         ages = library.ages
         n_age = int(np.searchsorted(ages, self.ages[-1] * (1 + 1e-6), side="right"))
         age_w = _age_weights(self.ages, ages[:n_age])                    # (A_n, T)
-        jz, fz = _bracket(self.logzsol, library.logzsol)                 # per library Z
+        jz, fz = bracket(self.logzsol, library.logzsol)                 # per library Z
 
         def resample(grid):        # (Z, U, T, X) -> (Z_lib, A_n, X), float64
             at_u = (1 - fu) * grid[:, ju].astype(float) + fu * grid[:, ju + 1]  # (Z, T, X)
@@ -226,8 +226,13 @@ def load_grid():
     return NebularGrid()
 
 
-def _bracket(grid, values):
-    """Lower index and upper weight of linear interpolation on ``grid`` (clipped)."""
+def bracket(grid, values):
+    """Lower index and upper weight of linear interpolation on increasing ``grid`` (clipped).
+
+    >>> lo, frac = bracket(np.array([0.0, 1.0, 3.0]), [0.5, 2.0, 9.0])
+    >>> lo.tolist(), frac.tolist()
+    ([0, 1, 1], [0.5, 0.5, 1.0])
+    """
     values = np.asarray(values, dtype=float)
     lo = np.clip(np.searchsorted(grid, values, side="right") - 1, 0, len(grid) - 2)
     frac = np.clip((values - grid[lo]) / (grid[lo + 1] - grid[lo]), 0.0, 1.0)
@@ -238,7 +243,7 @@ def _age_weights(grid_ages, ssp_ages):
     """(A, T) weights interpolating the grid's ages linearly in log age; below 1 Myr flat."""
     logt = np.log10(grid_ages)
     x = np.log10(np.clip(ssp_ages, grid_ages[0], grid_ages[-1]))
-    lo, frac = _bracket(logt, x)
+    lo, frac = bracket(logt, x)
     out = np.zeros((len(ssp_ages), len(grid_ages)))
     rows = np.arange(len(ssp_ages))
     out[rows, lo] = 1 - frac

@@ -16,7 +16,7 @@ from prospect_sim.errors import SPSError
 from prospect_sim.sps import GridSPS, components
 from prospect_sim.sps.checks import check_range
 from prospect_sim.sps.component import Bands, Component, pair_table
-from prospect_sim.sps.dust_emission import TemplatePhotometry
+from prospect_sim.sps.templates import TemplatePhotometry
 
 SLOPE = -1.5           # L_nu ~ nu**-1.5 ... rest wavelength ** 1.5
 FILTERS = ["galex_NUV", "sdss_u0", "sdss_g0", "sdss_r0", "sdss_z0", "wise_w1", "wise_w2"]
