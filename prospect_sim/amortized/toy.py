@@ -68,11 +68,17 @@ class LinearGaussianToy:
         """Noiseless fluxes (N, B), maggies, for theta (N, D)."""
         return self.scale * (np.asarray(theta) @ self.A.T + self.c)
 
-    def posterior(self, flux):
-        """Mean (D,) and covariance (D, D) of the untruncated Gaussian posterior."""
-        prec = self.A.T @ self.A / self.sigma ** 2
+    def posterior(self, flux, present=None):
+        """Mean (D,) and covariance (D, D) of the untruncated Gaussian posterior.
+
+        ``present`` (B,) bool: the bands measured (default all); the others
+        are dropped from the likelihood.
+        """
+        keep = np.ones(self.n_bands, bool) if present is None else np.asarray(present, bool)
+        A = self.A[keep]
+        prec = A.T @ A / self.sigma ** 2
         cov = np.linalg.inv(prec)
-        mu = cov @ self.A.T @ (np.asarray(flux) / self.scale - self.c) / self.sigma ** 2
+        mu = cov @ A.T @ (np.asarray(flux)[keep] / self.scale - self.c[keep]) / self.sigma ** 2
         return mu, cov
 
     def write_simfile(self, path, n, seed=0, n_bad=0, chunk_size=1000):

@@ -6,22 +6,28 @@ import pytest
 
 from prospect_sim.amortized.importance import Reweighter, ess, weighted_quantiles
 from prospect_sim.amortized.infer import FLAGS, CatalogSource, ObsSource, infer
+from prospect_sim.amortized.noise import FixedNoise
 from prospect_sim.amortized.posterior import load_checkpoint
 from prospect_sim.amortized.toy import LinearGaussianToy
 from prospect_sim.amortized.train import train
 from prospect_sim.errors import InferenceError, UsageError
 
-OPTS = dict(epochs=3, batch_size=128, hidden=16, transforms=1, bins=4, embedding="16",
-            embed_dim=8, n_test=100, val_fraction=0.1, validate_after_train=False)
+# 20 epochs on 7,200 simulations (5 s): posterior means within ~0.15 sd of the analytic
+# ones and widths within ~10%, with band 2 or without it
+OPTS = dict(epochs=20, batch_size=128, hidden=32, transforms=2, bins=8, embedding="32",
+            embed_dim=16, patience=100, lr=2e-3, n_test=100, val_fraction=0.1,
+            validate_after_train=False)
 INFER = dict(n_draws=50, infer_batch=4, infer_seed=3)
+P_MISSING = [0.0, 0.0, 0.3]   # the network learns band 2 missing
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("infer")
     toy = LinearGaussianToy()
-    sims = toy.write_simfile(str(d / "sims.h5"), 3000)
-    ck = train(sims, toy.problem, toy.noise, str(d / "flow.pt"), OPTS, quiet=True)
+    noise = FixedNoise(np.full(toy.n_bands, toy.sigma * toy.scale), p_missing=P_MISSING)
+    sims = toy.write_simfile(str(d / "sims.h5"), 8000)
+    ck = train(sims, toy.problem, noise, str(d / "flow.pt"), OPTS, quiet=True)
     return toy, ck, load_checkpoint(ck)
 
 
@@ -86,6 +92,27 @@ def test_csv_catalogue_with_missing_and_bad_rows(trained, tmp_path, source):
         assert h5["batches_done"][:].all()
         assert [x.decode() for x in h5.attrs["param_labels"]] == ["t0", "t1"]
     assert not (tmp_path / "post.h5.part").exists()
+
+
+def test_a_missing_band_gives_the_posterior_without_that_band(trained, tmp_path, source):
+    """Rows without band 2 get the analytic posterior of bands 0 and 1 alone (sd 0.05 per
+    parameter), not that of a zero flux in band 2 (about 10 sd away); rows with it, the
+    posterior of all three (sd 0.041)."""
+    toy, ck_path, ck = trained
+    rng = np.random.default_rng(4)
+    flux, unc, _ = toy.noise.sample(toy.phot(0.3 + 0.4 * rng.random((20, 2))), rng)
+    cat = flux.astype(object)
+    cat[:10, 2] = ""
+    out = infer(ck, ck_path, source(_write_csv(tmp_path / "c.csv", toy, cat, unc), toy),
+                str(tmp_path / "p.h5"), dict(INFER, n_draws=2000), quiet=True)
+    with h5py.File(out) as h5:
+        med, lo, hi, flags = h5["median"][:], h5["p16"][:], h5["p84"][:], h5["flags"][:]
+    assert not flags.any()
+    for rows, present in ((slice(0, 10), [True, True, False]), (slice(10, 20), None)):
+        mu = np.array([toy.posterior(f, present)[0] for f in flux[rows]])
+        sd = np.sqrt(np.diag(toy.posterior(flux[0], present)[1]))
+        assert np.all(np.abs(med[rows] - mu).mean(0) / sd < 0.4), present
+        np.testing.assert_allclose(((hi - lo)[rows] / (2 * sd)).mean(0), 1.0, atol=0.25)
 
 
 def test_hdf5_and_fits_catalogues_give_the_same_draws(trained, tmp_path, source):
@@ -226,13 +253,14 @@ def test_importance_sampling_reports_ess_and_flags_outliers(trained, tmp_path, s
     cat = tmp_path / "c.csv"
     _write_csv(cat, toy, flux, unc)
     out = infer(ck, ck_path, source(str(cat), toy),
-                str(tmp_path / "p.h5"), dict(INFER, n_draws=400, min_ess=20), reweighter=rw,
+                str(tmp_path / "p.h5"), dict(INFER, n_draws=400, min_ess=100), reweighter=rw,
                 quiet=True)
     with h5py.File(out) as h5:
         e, flags, med = h5["ess"][:], h5["flags"][:], h5["median"][:]
         assert h5["log_weights"].shape == (8, 400)
     assert np.all((e >= 1) & (e <= 400))
-    assert e[7] < 20 and flags[7] == FLAGS["low_ess"]
+    # the fitted rows keep most of their 400 draws (about 350-390), the outlier 10%
+    assert e[7] < 100 and flags[7] == FLAGS["low_ess"] and not flags[:7].any()
     mu = np.array([toy.posterior(f)[0] for f in flux[:7]])
     sd = np.sqrt(np.diag(toy.posterior(flux[0])[1]))
     assert np.all(np.abs(med[:7] - mu).mean(0) < 0.5 * sd)
