@@ -2,9 +2,10 @@
 
 Everything is seeded (simulations, network initialisation, data order, noise,
 draws), so the numbers are the same on every run on the same platform; the
-tolerances cover the Monte Carlo error of the checks (coverage measured on 500
-objects has a standard error <= 0.022) plus the error of a flow trained for a
-few seconds, with margin.
+tolerances cover the Monte Carlo error of the checks (coverage measured on
+1,600 held-out objects has a standard error <= 0.0125) plus the error of a flow
+trained for a few seconds, and are tight enough that a posterior 20% too wide
+fails them.
 """
 
 import json
@@ -19,8 +20,9 @@ from prospect_sim.amortized.toy import LinearGaussianToy
 from prospect_sim.amortized.train import train
 from prospect_sim.amortized.validate import report_paths, validate
 
+N_VALIDATE = 1600  # 10% of the simulations: the most the split holds out
 OPTS = dict(epochs=36, batch_size=256, hidden=32, transforms=2, bins=8, embedding="32",
-            embed_dim=16, patience=100, lr=2e-3, n_test=500, val_fraction=0.1,
+            embed_dim=16, patience=100, lr=2e-3, n_test=N_VALIDATE, val_fraction=0.1,
             validate_after_train=False, train_seed=0)
 
 
@@ -47,27 +49,33 @@ def test_posterior_matches_the_analytic_one(trained):
     # on two machines (the training's float sums differ between CPUs): after 36 epochs
     # offsets 0.07-0.14 sd and widths 1.01-1.06 (the AVX-512 one); after 24, 0.08-0.25 sd
     # on one machine but 0.34 sd on the other for seed 0; after 12, 0.34 sd on one seed
+    # (0.15: a posterior 20% too wide fails)
     assert np.all(np.abs(draws.mean(1) - mu).mean(0) / sd < 0.3)
-    np.testing.assert_allclose(draws.std(1).mean(0) / sd, 1.0, atol=0.3)
+    np.testing.assert_allclose(draws.std(1).mean(0) / sd, 1.0, atol=0.15)
 
 
 def test_coverage_sbc_and_tarp_on_held_out_simulations(trained):
     _, sims, ck = trained
-    path = validate(ck, sims, dict(n_validate=500, validate_draws=400), quiet=True)
+    vopts = dict(n_validate=N_VALIDATE, validate_draws=200)
+    path = validate(ck, sims, vopts, quiet=True)
     with open(path) as fh:
         report = json.load(fh)
-    assert report["n_objects"] == 500
+    assert report["n_objects"] == N_VALIDATE
+    # the coverage of each of the 19 levels is a binomial fraction: standard error
+    # <= 0.5 / sqrt(n); 3 of them for the largest of 38 deviations, 0.015 for the flow.
+    # Measured (training seeds 0, 1): 0.013-0.033 as trained, 0.076-0.094 with every
+    # posterior widened 20% about its mean
+    tolerance = 3 * 0.5 / np.sqrt(N_VALIDATE) + 0.015
     for label, err in report["max_coverage_error"].items():
-        assert err < 0.1, (label, report["coverage"][label])
-    assert report["tarp"]["max_error"] < 0.1
+        assert err < tolerance, (label, err, report["coverage"][label])
+    assert report["tarp"]["max_error"] < 0.1  # TARP: 0.014-0.073 as trained, not as sharp
     for name, p in report_paths(ck).items():
         assert os.path.getsize(p) > 0, name
     hist = report["sbc_rank_histograms"]["t0"]
-    assert sum(hist) == 500 and len(hist) == 20
+    assert sum(hist) == N_VALIDATE and len(hist) == 20
     assert report["bfloat16"] is False
     # --validate --bfloat16: the same draws to ~0.5% of a width, so the same calibration
-    with open(validate(ck, sims, dict(n_validate=500, validate_draws=400, bfloat16=True),
-                       quiet=True)) as fh:
+    with open(validate(ck, sims, dict(vopts, bfloat16=True), quiet=True)) as fh:
         low = json.load(fh)
     assert low["bfloat16"] is True
     for label, cov in low["coverage"].items():
