@@ -67,9 +67,10 @@ _NOT_FIT_KWARGS = ("obs", "model", "sps", "sps_library", "noise", "lnprobfn", "p
 def queue_size(run_params, n_workers):
     """How many new points dynesty proposes at once (its ``queue_size``).
 
-    ``--queue_size`` when given; otherwise 1 without workers and, with M
-    workers, ``max(M, min(4 M, K // 8))`` for K = ``nested_nlive_init``
-    (Prospector's default 100). Points proposed together all sit above the
+    ``--queue_size`` when given (without workers too: the proposals are then
+    evaluated in turn, the same dynesty run as with workers); otherwise 1
+    without workers and, with M workers, ``max(M, min(4 M, K // 8))`` for
+    K = ``nested_nlive_init`` (Prospector's default 100). Points proposed together all sit above the
     same likelihood threshold, so q of them advance the run by K ln(1 + q/K)
     iterations rather than q: 96% of q for q = K/8 (Handley et al. 2015;
     dynesty docs, "Parallelization"). In exchange each worker gets a few
@@ -368,6 +369,9 @@ def _run_dynesty(ingredients, workpool, checkpoint, rp, kw):
     from dynesty.dynamicsampler import stopping_function, weight_function
     from dynesty.dynamicsampler import DynamicSamplerStatesEnum
     queue_size = kw["queue_size"]
+    if workpool is None and queue_size > 1:
+        # --queue_size N without workers: the same proposals as with workers, in turn here
+        workpool = _pool.SerialPool()
     resume = bool(rp.get("resume")) and checkpoint is not None and Path(checkpoint).exists()
     if resume:
         log.info("resuming dynesty from %s", checkpoint)

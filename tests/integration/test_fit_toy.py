@@ -88,20 +88,29 @@ def test_optimize_then_emcee_keeps_optimizer_results(tmp_path):
 
 
 def test_workers_give_the_same_fit_as_serial(tmp_path):
-    """Local processes: same seed, same queue, so the same dynesty run as serial with queue 2."""
-    for name, extra in (("w2", ["--workers", "2"]),):
+    """Local processes: same seed, same queue, so the same dynesty run as serial with the
+    queue the workers get (5 proposals at once for 2 workers and 40 live points)."""
+    res = {}
+    for name, extra in (("serial", ["--queue_size", "5"]), ("w2", ["--workers", "2"])):
         proc = _run(["--dynesty", *QUICK, "--outfile", name, *extra], tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        res, _, _ = _read(tmp_path / f"{name}_dynesty.h5")
-        assert res["prospect_sim_pool"] == {"kind": "processes", "size": 2}
-        assert res["chain"].shape[1] == 2
+        res[name], _, _ = _read(tmp_path / f"{name}_dynesty.h5")
+    assert res["serial"]["prospect_sim_pool"] == {"kind": "serial", "size": 1}
+    assert res["w2"]["prospect_sim_pool"] == {"kind": "processes", "size": 2}
+    assert res["w2"]["chain"].shape[1] == 2
+    for key in ("chain", "weights", "lnlikelihood"):
+        np.testing.assert_array_equal(res["w2"][key], res["serial"][key], err_msg=key)
 
 
 def test_dynesty_resume_after_a_crash(tmp_path):
-    """Kill a dynesty run once it has checkpointed; --resume finishes it from the checkpoint."""
+    """Kill a dynesty run once it has checkpointed; --resume finishes it from the checkpoint:
+    the same fit as an uninterrupted run, although the resumed process is given another
+    --seed (which a run started again would follow)."""
     args = ["--dynesty", "--nlive_init", "40", "--nested_dlogz_init", "0.5",
             "--nested_maxbatch", "0", "--nested_sample", "unif", "--toy_delay", "0.001",
             "--checkpoint_every", "0.5", "--quiet"]
+    whole = _run([*args, "--outfile", "whole"], tmp_path)
+    assert whole.returncode == 0, whole.stderr[-2000:]
     ckpt = tmp_path / "toy_params_dynesty_checkpoint.pkl"
     proc = subprocess.Popen([sys.executable, str(TOY), *args], cwd=tmp_path, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -120,10 +129,13 @@ def test_dynesty_resume_after_a_crash(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr.strip().splitlines()[-1]
     assert ckpt.exists()
 
-    resumed = _run([*args, "--resume"], tmp_path)
+    resumed = _run([*args, "--resume", "--seed", "1"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     res, _, _ = _read(tmp_path / "toy_params_dynesty.h5")
+    ref, _, _ = _read(tmp_path / "whole_dynesty.h5")
     assert res["niter"] >= done_before and res["chain"].shape[0] > 40
+    for key in ("chain", "weights", "lnlikelihood"):
+        np.testing.assert_array_equal(res[key], ref[key], err_msg=key)
     assert not ckpt.exists()
     # resuming a finished run writes nothing new
     again = _run([*args, "--resume"], tmp_path)
