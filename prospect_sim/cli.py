@@ -254,6 +254,8 @@ def _fail(err, show_traceback):
         return 2 if isinstance(err, ProspectSimError) else 1
     if show_traceback:
         import traceback
+        if getattr(err, "worker_traceback", None):
+            sys.stderr.write("the worker's traceback:\n" + err.worker_traceback)
         traceback.print_exception(type(err), err, err.__traceback__)
     else:
         text = " ".join(str(err).split())

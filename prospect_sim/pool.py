@@ -150,11 +150,24 @@ def _run_task(payload):
             return ("error", _BUILD_ERROR)
         func = _loads_task(func_blob)
         arg = _loads_task(arg_blob)
-        return ("ok", func(arg))
     except BaseException as err:  # noqa: BLE001 - reported to the master, never swallowed
         if isinstance(err, KeyboardInterrupt):
             raise
         return ("error", _error_text(err))
+    printed = io.StringIO()
+    try:
+        # what the task prints waits until it ends: dynesty prints a traceback for every
+        # failing likelihood call, which belongs with the error, not on the terminal
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            result = func(arg)
+    except BaseException as err:  # noqa: BLE001 - reported to the master, never swallowed
+        if isinstance(err, KeyboardInterrupt):
+            sys.stderr.write(printed.getvalue())
+            raise
+        msg, tb = _error_text(err)
+        return ("error", (msg, printed.getvalue() + tb))
+    sys.stdout.write(printed.getvalue())
+    return ("ok", result)
 
 
 def _error_text(err):
@@ -170,7 +183,9 @@ def _unwrap(results, where):
         if status != "ok":
             msg, tb = value
             log.debug("worker traceback:\n%s", tb)
-            raise WorkerError(f"a worker ({where}) failed: {msg}")
+            err = WorkerError(f"a worker ({where}) failed: {msg}")
+            err.worker_traceback = tb   # shown by --traceback
+            raise err
         out.append(value)
     return out
 

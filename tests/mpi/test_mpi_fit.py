@@ -57,11 +57,21 @@ def test_emcee_under_mpiexec(tmp_path):
     ("predict", "a worker (MPI rank) failed: RuntimeError: sps exploded on rank"),
 ])
 def test_worker_exception_aborts_every_rank(tmp_path, fail_at, message):
+    """One line on stderr, from the master, however many workers failed; the workers'
+    tracebacks (dynesty prints one per failing call) only with --traceback."""
     proc = mpirun(3, [BAD, "--dynesty", *QUICK, "--fail_at", fail_at], tmp_path, timeout=120)
-    assert proc.returncode != 0
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("prospect_sim: error: ") and message in last, last
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("prospect_sim: error: ") and message in lines[0], lines
+    assert not proc.stdout.strip(), proc.stdout
     assert not list(tmp_path.iterdir())          # nothing written
+    if fail_at == "predict":
+        proc = mpirun(3, [BAD, "--dynesty", *QUICK, "--fail_at", fail_at, "--traceback"],
+                      tmp_path, timeout=120)
+        assert proc.returncode == 2
+        assert "the worker's traceback:" in proc.stderr
+        assert 'raise RuntimeError(f"sps exploded on rank {RANK}")' in proc.stderr
 
 
 def test_bad_input_under_mpiexec_reports_once(tmp_path):
