@@ -84,6 +84,8 @@ def _storage_error(path, action, exc):
     if "unable to lock" in text.lower() or "locking" in text.lower():
         hint = ("it is open for writing by another process; wait for that run "
                 "to finish or stop it")
+    elif isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        hint = "there is no such folder; create it or choose another --simfile or --outfile"
     elif isinstance(exc, PermissionError) or "ermission" in text:
         hint = "the folder is not writable; choose another --simfile or --outfile"
     elif ("No space" in text or "too large" in text or "errno = 27" in text

@@ -194,24 +194,30 @@ def test_other_hdf5_file_or_schema(tmp_path):
         SimulationStore(path)
 
 
-def test_missing_file_and_unwritable_folder(tmp_path):
+def test_missing_file_and_unwritable_folder(tmp_path, monkeypatch):
+    """Works as root (as in CI), where permissions do not stop a write: a file in the way
+    of the folder, and the folder's PermissionError emulated where the file is made."""
     with pytest.raises(StoreError, match="does not exist"):
         SimulationStore(tmp_path / "nope.h5")
-    with pytest.raises(ProspectSimError):
+    with pytest.raises(StoreError, match="no such folder"):
         _create(tmp_path / "no_such_dir" / "s.h5")
-    if os.geteuid() != 0:                   # root ignores permissions
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o500)
-        try:
-            with pytest.raises(StoreError, match="not writable"):
-                _create(ro / "s.h5")
-        finally:
-            ro.chmod(0o700)
+    (tmp_path / "a_file").write_text("in the way")
+    with pytest.raises(StoreError, match="no such folder"):
+        _create(tmp_path / "a_file" / "s.h5")
+    import tempfile
+
+    def refused(*args, dir=None, **kw):
+        raise PermissionError(13, "Permission denied", dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    with pytest.raises(StoreError, match=r"Permission denied.*the folder is not writable"):
+        _create(tmp_path / "s.h5")
+    assert os.listdir(tmp_path) == ["a_file"]
 
 
 def test_open_while_being_written(tmp_path):
-    """HDF5 file locking: a second process cannot open a file that is being written."""
+    """HDF5 file locking: a second process cannot open a file that is being written,
+    and is told why."""
     import subprocess
     import sys
     path = tmp_path / "s.h5"
@@ -219,11 +225,15 @@ def test_open_while_being_written(tmp_path):
             "from prospect_sim.errors import StoreError\n"
             "try:\n    SimulationStore(sys.argv[1], 'r+')\n"
             "except StoreError as e:\n    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "HDF5_USE_FILE_LOCKING"}
     with _create(path):
         out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                             text=True, timeout=60)
-    if "another process" not in out.stdout:
-        pytest.skip(f"no HDF5 file locking on this file system: {out.stdout or out.stderr}")
+                             text=True, timeout=60, env=env)
+    assert "it is open for writing by another process" in out.stdout, out.stdout + out.stderr
+    # once it is closed, the second process opens it
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert out.returncode == 0 and not out.stdout, out.stdout + out.stderr
 
 
 def test_bad_sizes(tmp_path):
