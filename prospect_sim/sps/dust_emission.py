@@ -54,6 +54,7 @@ from .cloudy import LIGHTSPEED_AA, bracket, grid_path
 from .component import Bands, Component, pair_table
 from .dust import Attenuation
 from .igm import LYMAN_LIMIT
+from .nebular import Nebular, node_emitters, per_object_gas
 from .templates import TemplatePhotometry
 
 __all__ = ["DustEmission", "UMIN_FILE", "UMAX_FILE", "DustEmissionGrid", "AbsorptionTable",
@@ -278,7 +279,8 @@ class AbsorptionTables:
         Stellar light per bin (Lsun per Msun formed); with nebular emission,
         zero shortward of the Lyman limit for the emitting SSPs.
     nebular : ndarray (Z, n_age, nb) float32 or None
-        Nebular continuum and lines per bin (gas metallicity grid).
+        Nebular continuum and lines per bin (gas metallicity grid); per
+        node, (Z, U T, nb), for :class:`~.cloudy.NebularNodes`.
     """
 
     def __init__(self, centers, stars, nebular):
@@ -299,7 +301,8 @@ def absorption_tables(library_name, nebular=None, fallback=None):
         Read with :func:`~.library.load_library` (untrimmed: dust absorbs
         at wavelengths no band sees).
     nebular : tuple or None
-        ``(gas_logu, continuum)`` when nebular emission is on.
+        ``(gas_logu, continuum)`` when nebular emission is on; ``gas_logu``
+        ``"nodes"`` for the tables of :class:`~.cloudy.NebularNodes`.
     fallback : SSPLibrary or None
         Used when ``library_name`` cannot be loaded (a library built in memory).
     """
@@ -317,11 +320,14 @@ def absorption_tables(library_name, nebular=None, fallback=None):
     binned = AbsorptionTable(library.wavelengths, library.spectra)
     stars, neb = binned.table, None
     if nebular is not None:
-        tables = load_nebular_grid().tables(library, library.wavelengths, *nebular)
+        grid, (logu, continuum) = load_nebular_grid(), nebular
+        tables = (grid.node_tables(library, library.wavelengths, continuum) if logu == "nodes"
+                  else grid.tables(library, library.wavelengths, logu, continuum))
         stars = stars.copy()
         below = int(np.searchsorted(binned.edges, LYMAN_LIMIT * (1 + 1e-9))) - 1
         stars[:, :tables.n_age, :max(below, 0)] = 0.0
-        neb = np.zeros(stars.shape[:1] + (tables.n_age, len(binned.centers)), dtype=np.float32)
+        neb = np.zeros(stars.shape[:1] + (tables.lines.shape[1], len(binned.centers)),
+                       dtype=np.float32)
         if tables.cont is not None:
             neb += binned.bin(tables.cont, library.wavelengths)
         where = np.clip(np.searchsorted(binned.edges, tables.line_wave, side="right") - 1,
@@ -372,10 +378,13 @@ class DustEmission(Component):
         return {"duste_umin": UMIN_RANGE, "duste_qpah": QPAH_RANGE, "duste_gamma": (0.0, 1.0)}
 
     @staticmethod
-    def absorption(kernel, batch):
-        """:class:`AbsorptionTables` of ``kernel``'s library for the batch's nebular setting."""
-        nebular = ((float(batch.gas_logu[0]), bool(batch.neb_continuum))
-                   if batch.nebular else None)
+    def absorption(kernel, batch, nodes=False):
+        """:class:`AbsorptionTables` of ``kernel``'s library for the batch's nebular setting.
+
+        ``nodes``: with the nebular emission per node (:func:`.nebular.per_object_gas`).
+        """
+        logu = "nodes" if nodes else float(batch.gas_logu[0])
+        nebular = (logu, bool(batch.neb_continuum)) if batch.nebular else None
         return kernel.cached(("absorption", nebular), lambda: absorption_tables(
             kernel.library.name, nebular, fallback=kernel.library))
 
@@ -420,7 +429,11 @@ class DustEmission(Component):
         wave = library.wavelengths
         basis = kernel.cached(("duste_basis", len(wave), float(wave[0]), float(wave[-1])),
                               lambda: load_grid().basis(wave))
-        return DustEmissionBands(self.absorption(kernel, batch), basis, wave, filters)
+        nodes = None
+        if per_object_gas(batch):
+            nodes = Nebular.nodes(kernel, batch)
+        return DustEmissionBands(self.absorption(kernel, batch, nodes is not None), basis, wave,
+                                 filters, nodes)
 
     def describe(self, value, on, free):
         if bool(value("add_dust_emission", False)):
@@ -446,17 +459,24 @@ class DustEmissionBands(Bands):
 
     summaries = ("dust_luminosity",)
 
-    def __init__(self, absorption, basis, wave, filters):
+    def __init__(self, absorption, basis, wave, filters, nodes=None):
         self.centers = absorption.centers
         self.table = absorption.stars.copy()
-        if absorption.nebular is not None:          # gas and stars share the metallicity
+        self.nodes, self.node_table = nodes, None
+        if nodes is not None:                       # the gas's own metallicity and gas_logu
+            self.node_table = absorption.nebular
+        elif absorption.nebular is not None:        # gas and stars share the metallicity
             self.table[:, :absorption.nebular.shape[1]] += absorption.nebular
         spectra, self.coeffs = basis
         self.photometry = TemplatePhotometry(wave, spectra, filters)
 
     def add(self, batch, w32, y32, zlo, out, summary):
-        total = pair_table(w32, zlo, self.table, self.table.shape[1])
-        young = None if y32 is None else pair_table(y32, zlo, self.table, self.table.shape[1])
+        parts = [((w32, y32, zlo), self.table)]
+        if self.nodes is not None:
+            parts.append((node_emitters(self.nodes, batch, w32, y32), self.node_table))
+        total = sum(pair_table(w[0], w[2], t, t.shape[1]) for w, t in parts)
+        young = (None if y32 is None else
+                 sum(pair_table(w[1], w[2], t, t.shape[1]) for w, t in parts))
         luminosity = Attenuation(batch).absorbed(self.centers, total, young)
         summary["dust_luminosity"][:] = luminosity
         if len(self.photometry.seen):

@@ -197,7 +197,7 @@ class GridSPS:
         ------
         NotBatchedError
             Parameters only the per-object path takes (a varying
-            ``gas_logu``, ``gas_logz`` untied from ``logzsol``, ...).
+            ``igm_factor`` with an AGN, ``agn_eb_v`` above 1, ...).
         """
         merged = dict(self.params)
         merged.update(params)
@@ -286,6 +286,7 @@ class GridSPS:
         ``varying``: as :func:`~.params.require_shared`.
         """
         from .photometry import PhotometryKernel
+        batch.varying = frozenset(varying)
         require_shared(batch, varying)
         active = [c for c in _components.COMPONENTS if c.on(batch)]
         for component in active:

@@ -29,7 +29,12 @@ the metallicity of the ionising stars, as in FSPS and bagpipes),
 (lines in the spectrum, as FSPS does, or left to ``SpecModel`` through
 :meth:`GridSPS.get_galaxy_elines`).  Both are interpolated linearly between
 grid values (bagpipes does the same in logU); values outside the grid are
-refused (:mod:`.params`).
+refused (:mod:`.params`).  Both may differ from object to object, also in
+the batched photometry: with one ``gas_logu`` and ``gas_logz = logzsol``
+(``TemplateLibrary["nebular"]``) the tables of that ``gas_logu`` are
+folded into the lattice's library (:class:`NebularBands`); otherwise the
+emission of every grid node is weighted per object (:func:`per_object_gas`,
+:class:`NodeNebularBands`).
 
 Ionising photons
 ----------------
@@ -59,7 +64,6 @@ line, at every redshift.  The batched photometry uses the same two points.
 
 import numpy as np
 
-from ..errors import NotBatchedError
 from ._compiled import compiled
 from .checks import check_range, scalar_option
 from .cloudy import LIGHTSPEED_AA, LOGU_RANGE, load_grid
@@ -67,7 +71,8 @@ from .component import Bands, Component, pair_table
 from .dust import Attenuation
 from .igm import LYMAN_LIMIT, batch_transmission
 
-__all__ = ["Nebular", "ionising_pixels", "line_pixels", "line_positions", "line_photometry"]
+__all__ = ["Nebular", "ionising_pixels", "line_pixels", "line_positions", "line_photometry",
+           "per_object_gas", "node_emitters"]
 
 
 def ionising_pixels(wave):
@@ -236,15 +241,19 @@ class Nebular(Component):
         return {"gas_logz": (float(library.logzsol[0]), float(library.logzsol[-1])),
                 "gas_logu": LOGU_RANGE}
 
-    def shared(self, batch):
-        return ("gas_logu",) if batch.nebular else ()
-
     @staticmethod
     def tables(kernel, batch):
         """:class:`~.cloudy.NebularTables` on ``kernel``'s wavelengths at the batch's ``gas_logu``."""
         logu, continuum = float(batch.gas_logu[0]), bool(batch.neb_continuum)
         return kernel.cached(("nebular", logu, continuum), lambda: load_grid().tables(
             kernel.library, kernel.wave, logu, continuum))
+
+    @staticmethod
+    def nodes(kernel, batch):
+        """:class:`~.cloudy.NebularNodes` on ``kernel``'s wavelengths (any ``gas_logu``)."""
+        continuum = bool(batch.neb_continuum)
+        return kernel.cached(("nebular nodes", continuum), lambda: load_grid().node_tables(
+            kernel.library, kernel.wave, continuum))
 
     # -- per-object spectrum -------------------------------------------------
     def intrinsic(self, kernel, batch, parts):
@@ -281,27 +290,26 @@ class Nebular(Component):
             _add_lines(kernel.wave, spec, parts.emission_lines, tables.line_wave)
 
     # -- batched photometry ----------------------------------------------------
-    def check_batched(self, batch):
-        """The lattice holds one metallicity per SSP: ``gas_logz`` must equal ``logzsol``."""
-        if not np.array_equal(batch.gas_logz, batch.logzsol):
-            raise NotBatchedError(
-                "The batched photometry needs gas_logz equal to logzsol (as in "
-                "Prospector's TemplateLibrary['nebular'], where gas_logz depends_on "
-                "stellar_logzsol); got gas_logz="
-                f"{batch.gas_logz[:3]}... for logzsol={batch.logzsol[:3]}...: tie them, "
-                "or predict per object (model.predict).")
-
     def library(self, library, kernel, batch):
         """``library`` with the emitting SSPs' ionising light removed and nebular continuum added.
 
-        The lattice then carries the continuum wherever stellar light goes.
+        The lattice then carries the continuum wherever stellar light goes;
+        with a gas of its own per object (:func:`per_object_gas`) the
+        continuum is left to :class:`NodeNebularBands`.
         """
-        return _with_nebular(library, self.tables(kernel, batch))
+        if per_object_gas(batch):
+            return _with_nebular(library, self.nodes(kernel, batch).n_age, None)
+        tables = self.tables(kernel, batch)
+        return _with_nebular(library, tables.n_age, tables.cont)
 
     def bands_key(self, batch):
+        if per_object_gas(batch):
+            return ("nodes", bool(batch.neb_continuum))
         return (float(batch.gas_logu[0]), bool(batch.neb_continuum))
 
     def bands(self, kernel, library, filters, batch):
+        if per_object_gas(batch):
+            return NodeNebularBands(self.nodes(kernel, batch), library, filters)
         return NebularBands(self.tables(kernel, batch), library, filters)
 
     # -- what users see --------------------------------------------------------
@@ -327,10 +335,29 @@ class Nebular(Component):
                                "Angstrom"}
 
 
+def per_object_gas(batch):
+    """Whether the batched photometry needs the nebular node tables.
+
+    True when ``gas_logu`` differs between objects or calls, or
+    ``gas_logz`` is not ``logzsol`` (or varies on its own): the emission
+    then comes from :class:`~.cloudy.NebularNodes` with weights per
+    object (:class:`NodeNebularBands`).  Otherwise (``TemplateLibrary["nebular"]``)
+    the tables of the one ``gas_logu`` are folded into the lattice's
+    library, which is cheaper.
+    """
+    if not batch.nebular:
+        return False
+    return bool({"gas_logu", "gas_logz"} & set(batch.varying)
+                or not np.all(batch.gas_logu == batch.gas_logu[0])
+                or not np.array_equal(batch.gas_logz, batch.logzsol))
+
+
 class NebularBands(Bands):
     """The lines in the bands, and H-alpha and [OIII]5007 with their equivalent widths.
 
     The nebular continuum is in the lattice's library (:meth:`Nebular.library`).
+    Lines come from the emitting SSPs' pair weights (stellar metallicity,
+    equal to the gas's) times the line tables (:meth:`emitters`).
     """
 
     summaries = ("halpha", "oiii5007", "halpha_ew", "oiii5007_ew")
@@ -346,30 +373,30 @@ class NebularBands(Bands):
                            max(f.wavelength[f.transmission > 0].max() for f in self.filters))
         self._positions = {}
         # the named lines, and the continuum L_lambda of every SSP at them
-        idx = [int(np.argmin(np.abs(tables.line_wave - lam))) for _, lam in self.NAMED]
-        cont = np.empty(library.spectra.shape[:2] + (len(idx),), dtype=np.float32)
-        for j, i in enumerate(idx):
-            lam = tables.line_wave[i]
-            k = int(np.clip(np.searchsorted(self.wave, lam) - 1, 0, len(self.wave) - 2))
-            t = (lam - self.wave[k]) / (self.wave[k + 1] - self.wave[k])
-            lnu = (1 - t) * library.spectra[..., k] + t * library.spectra[..., k + 1]
-            cont[..., j] = lnu * LIGHTSPEED_AA / lam**2
-        self.named = (idx, tables.lines[:, :, idx].astype(np.float32), cont)
+        self.named_index = [int(np.argmin(np.abs(tables.line_wave - lam)))
+                            for _, lam in self.NAMED]
+        self.named_lines32 = self.lines32[:, :, self.named_index]
+        self.named_cont = _at_lines(library.wavelengths, library.spectra,
+                                    tables.line_wave[self.named_index])
+
+    def emitters(self, batch, w32, y32, zlo):
+        """Pair weights (all, young or None) and lower metallicity of what the line tables weigh."""
+        return w32, y32, zlo
 
     def add(self, batch, w32, y32, zlo, out, summary):
-        out += self.line_fluxes(batch, w32, y32, zlo)
-        for name, values in self.named_lines(batch, w32, y32, zlo).items():
+        emit = self.emitters(batch, w32, y32, zlo)
+        out += self.line_fluxes(batch, *emit)
+        for name, values in self.named_lines(batch, emit, (w32, y32, zlo)).items():
             summary[name][:] = values
 
     def line_fluxes(self, batch, w32, y32, zlo):
         """Band fluxes (N, B) of the emission lines, before ``flux_norm``.
 
-        The line luminosities are the pair weights (stellar metallicity,
-        equal to the gas's) times the line tables, attenuated as the stars
-        that ionise them; lines in the spectrum also see the IGM at their
-        pixels, as the per-object spectrum does.  Only the lines that some
-        band can see at the batch's redshifts are computed (the others
-        contribute exactly zero).
+        ``w32``, ``y32``, ``zlo``: :meth:`emitters`.  The line luminosities
+        are attenuated as the stars that ionise them; lines in the spectrum
+        also see the IGM at their pixels, as the per-object spectrum does.
+        Only the lines that some band can see at the batch's redshifts are
+        computed (the others contribute exactly zero).
         """
         tables = self.tables
         in_spec = bool(batch.lines_in_spec)
@@ -385,8 +412,8 @@ class NebularBands(Bands):
             return np.zeros((batch.n, len(self.filters)))
         sel = slice(first, last)
         table = self.lines32[:, :, sel]
-        total = pair_table(w32, zlo, table, tables.n_age)
-        young = None if y32 is None else pair_table(y32, zlo, table, tables.n_age)
+        total = pair_table(w32, zlo, table, table.shape[1])
+        young = None if y32 is None else pair_table(y32, zlo, table, table.shape[1])
         lum = Attenuation(batch).apply(tables.line_wave[sel], total, young)
         positions = positions[first * per_line:last * per_line]
         amp = (lum[:, :, None] * share[None, sel]).reshape(batch.n, -1)
@@ -395,33 +422,106 @@ class NebularBands(Bands):
             amp[:, :igm.shape[1]] *= igm
         return line_photometry(positions, amp, batch.zred, self.filters, self.cells)
 
-    def named_lines(self, batch, w32, y32, zlo):
+    def continuum_at_lines(self, emit, stars):
+        """[(weights, table)]: what the continuum L_lambda at the named lines is made of."""
+        return [(stars, self.named_cont)]
+
+    def named_lines(self, batch, emit, stars):
         """H-alpha and [OIII]5007 after dust: luminosities (Lsun per Msun formed) and EWs.
 
         The equivalent width (rest frame, Angstrom) is the line over the
         stellar + nebular continuum L_lambda at the line, attenuated as the
         line is (the young/old split of both); AGN and dust emission are not
-        counted in the continuum.
+        counted in the continuum.  ``emit``: :meth:`emitters`; ``stars``:
+        the stellar pair weights.
         """
-        idx, lines, cont = self.named
-        waves = self.tables.line_wave[idx]
+        waves = self.tables.line_wave[self.named_index]
         att = Attenuation(batch)
-        out = {}
-        for key, table in (("line", lines), ("continuum", cont)):
-            total = pair_table(w32, zlo, table, table.shape[1])
-            young = None if y32 is None else pair_table(y32, zlo, table, table.shape[1])
-            out[key] = att.apply(waves, total, young)
+
+        def attenuated(parts):
+            total = sum(pair_table(w[0], w[2], t, t.shape[1]) for w, t in parts)
+            young = (None if emit[1] is None else
+                     sum(pair_table(w[1], w[2], t, t.shape[1]) for w, t in parts))
+            return att.apply(waves, total, young)
+
+        line = attenuated([(emit, self.named_lines32)])
+        continuum = attenuated(self.continuum_at_lines(emit, stars))
         with np.errstate(divide="ignore", invalid="ignore"):
-            ew = out["line"] / out["continuum"]
+            ew = line / continuum
         result = {}
         for j, (name, _) in enumerate(self.NAMED):
-            result[name], result[name + "_ew"] = out["line"][:, j], ew[:, j]
+            result[name], result[name + "_ew"] = line[:, j], ew[:, j]
         return result
 
     def properties(self, summary, batch, scale):
         return {"halpha_flux": summary["halpha"] * scale.line,
                 "oiii5007_flux": summary["oiii5007"] * scale.line,
                 "halpha_ew": summary["halpha_ew"], "oiii5007_ew": summary["oiii5007_ew"]}
+
+
+class NodeNebularBands(NebularBands):
+    """Nebular lines and continuum of a gas of its own per object (:func:`per_object_gas`).
+
+    Every object's emission is its node weights
+    (:meth:`~.cloudy.NebularNodes.weights`: the gas metallicity pair, and
+    ``gas_logu`` between the grid's nodes) times the node tables: lines as
+    in :class:`NebularBands`, and the continuum through a lattice of its
+    own, built on the node continua as if they were SSPs
+    (:class:`~.photometry.PhotometryKernel`, with the stars' dust, IGM and
+    filters), instead of folded into the stars' library.
+    """
+
+    def __init__(self, nodes, library, filters):
+        super().__init__(nodes, library, filters)
+        self.continuum = None
+        if nodes.cont is not None:
+            from .library import SSPLibrary
+            from .photometry import PhotometryKernel
+            n = nodes.n_nodes
+            # the nodes as a library: increasing stand-in ages, U-major (an object weighs
+            # 2 T neighbours), taken as they are (no basis: their continua share little)
+            as_ssps = SSPLibrary("nebular nodes", np.arange(1.0, n + 1), nodes.logzsol,
+                                 library.wavelengths, nodes.cont, np.zeros((len(nodes.cont), n)))
+            self.continuum = PhotometryKernel(as_ssps, filters, young_age=0.0)
+            self.named_cont_nodes = _at_lines(library.wavelengths, nodes.cont,
+                                              nodes.line_wave[self.named_index])
+
+    def emitters(self, batch, w32, y32, zlo):
+        return node_emitters(self.tables, batch, w32, y32)
+
+    def add(self, batch, w32, y32, zlo, out, summary):
+        super().add(batch, w32, y32, zlo, out, summary)
+        if self.continuum is not None:
+            out += self.continuum.lattice_fluxes(batch, *self.emitters(batch, w32, y32, zlo))
+
+    def continuum_at_lines(self, emit, stars):
+        parts = [(stars, self.named_cont)]
+        if self.continuum is not None:
+            parts.append((emit, self.named_cont_nodes))
+        return parts
+
+
+def node_emitters(nodes, batch, w32, y32):
+    """Node pair weights (all, young or None) and gas metallicity index of a batch.
+
+    ``w32``, ``y32``: the stellar pair weights (N, 2, A); their sum over
+    the pair is each SSP's weight.  For tables on :class:`~.cloudy.NebularNodes`.
+    """
+    w, glo = nodes.weights(w32[:, 0] + w32[:, 1], batch.gas_logz, batch.gas_logu)
+    y = None if y32 is None else nodes.weights(y32[:, 0] + y32[:, 1], batch.gas_logz,
+                                               batch.gas_logu)[0]
+    return w, y, glo
+
+
+def _at_lines(wave, spectra, line_wave):
+    """(Z, A, L) float32: L_lambda (per Angstrom) of ``spectra`` (Z, A, W) in Lsun/Hz at ``line_wave``."""
+    out = np.empty(spectra.shape[:2] + (len(line_wave),), dtype=np.float32)
+    for j, lam in enumerate(line_wave):
+        k = int(np.clip(np.searchsorted(wave, lam) - 1, 0, len(wave) - 2))
+        t = (lam - wave[k]) / (wave[k + 1] - wave[k])
+        lnu = (1 - t) * spectra[..., k] + t * spectra[..., k + 1]
+        out[..., j] = lnu * LIGHTSPEED_AA / lam**2
+    return out
 
 
 def _add_lines(wave, spec, lines, line_wave):
@@ -435,13 +535,13 @@ def _add_lines(wave, spec, lines, line_wave):
               (lines[:, :, None] * per_hz[None]).reshape(len(spec), -1))
 
 
-def _with_nebular(library, tables):
-    """``library`` with its emitting SSPs' ionising light removed and nebular continuum added."""
+def _with_nebular(library, n_age, cont):
+    """``library`` with its first ``n_age`` SSPs' ionising light removed and ``cont`` added."""
     from .library import SSPLibrary
     spectra = library.spectra.copy()
-    spectra[:, :tables.n_age, :ionising_pixels(library.wavelengths)] = 0.0
-    if tables.cont is not None:
-        spectra[:, :tables.n_age] += tables.cont
+    spectra[:, :n_age, :ionising_pixels(library.wavelengths)] = 0.0
+    if cont is not None:
+        spectra[:, :n_age] += cont
     return SSPLibrary(library.name, library.ages, library.logzsol, library.wavelengths,
                       spectra, library.mfrac, imf=library.imf, imf_type=library.imf_type,
                       isochrones=library.isochrones, spectral_library=library.spectral_library,

@@ -61,8 +61,11 @@ class Batch:
     float parameters (N,) and the switches its ``read`` sets: ``nebular``,
     ``neb_continuum``, ``lines_in_spec`` (:mod:`.nebular`), ``dust_emission``
     (:mod:`.dust_emission`), ``agn`` (:mod:`.agn`; ``fagn`` is zero without
-    ``add_agn_dust``).
+    ``add_agn_dust``).  ``varying`` names the parameters that change from
+    call to call (a fit's free ones), for the batched photometry's tables.
     """
+
+    varying = frozenset()
 
     def __repr__(self):
         return f"Batch(n={self.n}, sfh={self.sfh}, dust_type={self.dust_type})"
@@ -159,12 +162,11 @@ def normalize(params, library, single=False, warned=None):
 def require_shared(batch, varying=()):
     """Raise :class:`NotBatchedError` unless the batch shares the values its tables are built for.
 
-    One ``gas_logu`` (nebular), one set of ``duste_*`` (dust emission), one
-    ``igm_factor`` (AGN, whose photometry is tabulated with the IGM).
+    One ``igm_factor`` (AGN, whose photometry is tabulated with the IGM):
+    the components' :meth:`~.component.Component.shared` parameters.
 
-    The nebular tables and the dust template are built per value, so the
-    spectra and photometry of a batch need them shared (the per-object path
-    always has them).  ``varying`` names parameters that change from one
+    Tables built per value need the value shared by the batch (the
+    per-object path always has it).  ``varying`` names parameters that change from one
     call to the next (a model's free parameters): none of these may be
     among them either, or every call would build new tables.
     """

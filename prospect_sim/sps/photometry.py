@@ -170,17 +170,27 @@ class PhotometryKernel:
             order = np.argsort(batch.tage, kind="stable")
             batch = _slice_batch(batch, order)
         w32, y32, zlo, summary = self._weights(batch)
-        out = self.coarse.fluxes(batch, w32, y32, zlo)
-        if self.fine:
-            fluxes = _outlier_fluxes([spike for _, spike in self.fine], batch, w32, y32, zlo)
-            for (band, _), flux in zip(self.fine, fluxes.T):
-                out[:, band] += flux
+        out = self.lattice_fluxes(batch, w32, y32, zlo)
         if self.bands:
             self._components(batch, w32, y32, zlo, out, summary)
         out *= self.flux_norm(batch, summary["mfrac"])[:, None]
         if order is None:
             return out, summary
         return _unsorted(out, order), {k: _unsorted(v, order) for k, v in summary.items()}
+
+    def lattice_fluxes(self, batch, w32, y32, zlo):
+        """Band fluxes (N, B) of the library's spectra with pair weights ``w32``, before ``flux_norm``.
+
+        Dust, birth clouds and IGM applied; the components' bands not added.
+        ``w32``, ``y32`` (N, 2, A) float32 and ``zlo`` (N,) as :meth:`_weights`
+        gives them, or any other weights of the library's spectra.
+        """
+        out = self.coarse.fluxes(batch, w32, y32, zlo)
+        if self.fine:
+            fluxes = _outlier_fluxes([spike for _, spike in self.fine], batch, w32, y32, zlo)
+            for (band, _), flux in zip(self.fine, fluxes.T):
+                out[:, band] += flux
+        return out
 
     def _components(self, batch, w32, y32, zlo, out, summary, chunk=4096):
         """Add the components' band fluxes to ``out`` (N, B) and their summaries, in place.
