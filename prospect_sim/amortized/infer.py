@@ -17,7 +17,8 @@ attrs                                        ``param_labels``, ``checkpoint``, `
 Objects are read, sampled and written ``--infer_batch`` rows at a time, so a
 catalogue never sits in memory; the file grows under ``<output>.part`` and is
 renamed when complete. ``--resume`` continues a ``.part`` file from its first
-batch not done. Batch ``k`` draws with a generator seeded by ``[seed, k]``,
+batch not done; without ``--resume`` or ``--overwrite`` one is refused, never
+discarded. Batch ``k`` draws with a generator seeded by ``[seed, k]``,
 so a resumed run writes the same numbers as an uninterrupted one.
 """
 
@@ -229,13 +230,19 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
     if opts["bfloat16"] and reweighter is not None:
         raise UsageError("--bfloat16 cannot be used with --importance: the weights need the "
                          "density of the draws, which bfloat16 products do not give exactly")
+    part = out + ".part"
+    if os.path.exists(part) and not (resume or overwrite):
+        raise UsageError(f"found {part} from an interrupted --infer run; pass --resume to "
+                         "continue it or --overwrite to start again")
+    if source.n_rows < 1:
+        raise InferenceError(f"{source.name} has no rows (a header only?); expected one "
+                             "object per row")
     post = AmortizedPosterior.from_checkpoint(ckpt, device=resolve_device(opts["device"]))
     gemm_dtype = post.gemm_dtype(opts["bfloat16"])
     n_rows, rows = source.n_rows, int(opts["infer_batch"])
     if opts["compile"]:
         post.compile_sampling(rows)
     n_batches = max(1, -(-n_rows // rows))
-    part = out + ".part"
     h5 = _open_output(part, post, n_rows, opts, checkpoint, source.name, n_batches,
                       resume, reweighter is not None)
     try:

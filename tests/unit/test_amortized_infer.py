@@ -1,5 +1,7 @@
 """--infer on catalogues (CSV, HDF5, FITS), flags, resume, importance sampling."""
 
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -162,6 +164,11 @@ def test_interrupted_inference_resumes_to_the_same_file(trained, tmp_path, sourc
         infer(ck, ck_path, source(csv, toy, Dies), out, INFER, quiet=True)
     with h5py.File(out + ".part") as h5:
         assert h5["batches_done"][:].tolist() == [True, True, False]
+    # rerun without --resume: refused, the interrupted run's batches kept
+    with pytest.raises(UsageError, match=r"interrupted --infer run; pass --resume .*--overwrite"):
+        infer(ck, ck_path, source(csv, toy), out, INFER, quiet=True)
+    with h5py.File(out + ".part") as h5:
+        assert h5["batches_done"][:].tolist() == [True, True, False]
     with pytest.raises(UsageError, match="--resume"):
         infer(ck, ck_path, source(csv, toy), out,
               dict(INFER, n_draws=20), resume=True, quiet=True)
@@ -218,6 +225,19 @@ def test_bfloat16_inference_is_close_and_recorded(trained, tmp_path, source):
     with pytest.raises(UsageError, match="--bfloat16 cannot be used with --importance"):
         infer(ck, ck_path, source(csv, toy), str(tmp_path / "c.h5"), dict(opts, bfloat16=True),
               reweighter=rw, quiet=True)
+
+
+def test_header_only_catalogue_is_one_line_and_leaves_nothing(trained, tmp_path, source,
+                                                               capsys):
+    from prospect_sim import cli
+    toy, ck_path, ck = trained
+    cat = _write_csv(tmp_path / "c.csv", toy, np.zeros((0, 3)), np.zeros((0, 3)))
+    with pytest.raises(InferenceError, match="has no rows") as err:
+        infer(ck, ck_path, source(cat, toy), str(tmp_path / "p.h5"), INFER, quiet=True)
+    assert sorted(os.listdir(tmp_path)) == ["c.csv"]        # no .part, no output
+    assert cli._fail(err.value, False) == 2
+    line, = capsys.readouterr().err.splitlines()
+    assert line.startswith("prospect_sim: error: ") and "c.csv has no rows" in line
 
 
 def test_catalogue_without_a_filter_is_an_error(trained, tmp_path, source):
