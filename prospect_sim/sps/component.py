@@ -27,9 +27,11 @@ luminosities) per Msun formed; band fluxes before ``flux_norm``, as the
 lattice gives them (:mod:`.photometry`).
 """
 
+import copy
+
 import numpy as np
 
-__all__ = ["Component", "Bands", "Scale", "pair_table"]
+__all__ = ["Component", "Bands", "Scale", "pair_table", "slice_batch"]
 
 
 class Component:
@@ -188,3 +190,16 @@ def pair_table(weights, zlo, table, n_age):
         w = weights[rows, :, :n_age]
         out[rows] = w[:, 0] @ table[k, :n_age] + w[:, 1] @ table[k + 1, :n_age]
     return out
+
+
+def slice_batch(batch, rows):
+    """A shallow copy of ``batch`` with every per-object array restricted to ``rows``.
+
+    ``rows`` is a slice or an integer index array.
+    """
+    part = copy.copy(batch)
+    for key, value in vars(batch).items():
+        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] == batch.n:
+            setattr(part, key, value[rows])
+    part.n = (len(range(*rows.indices(batch.n))) if isinstance(rows, slice) else len(rows))
+    return part

@@ -188,7 +188,8 @@ class _Lattice:
         for start, stop in _runs(zlo):
             k, block = int(zlo[start]), slice(start, stop)
             ww = weights[rows[block]]
-            n_age = int(np.max(np.nonzero(ww.any(axis=(0, 1)))[0], initial=0)) + 1
+            used = np.nonzero(ww.any(axis=(0, 1)))[0]
+            n_age = int(np.max(used, initial=0)) + 1
             lower, upper = self._table(g, k), self._table(g, k + 1)
             pair = self._pair(g, k)
             if pair is not None and lower.through_basis(n_age) and upper.through_basis(n_age):
@@ -198,8 +199,9 @@ class _Lattice:
                 upper.coefficients(ww[:, 1], n_age, x[:, split:])
                 np.matmul(x, pair, out=out[block])
             else:
-                part = lower.apply(ww[:, 0], n_age)
-                part += upper.apply(ww[:, 1], n_age)
+                first = int(used[0]) if len(used) else 0
+                part = lower.apply(ww[:, 0], n_age, first)
+                part += upper.apply(ww[:, 1], n_age, first)
                 out[block] = part
         return out.reshape(len(rows), hi - lo, self.n_moments)
 

@@ -168,15 +168,19 @@ class _GroupTable:
                   out=out[:, lead:])
         return out
 
-    def apply(self, w, n_age):
-        """``w[:, :n_age] @ moments[:n_age]`` as (n, w K), bin-major, float32."""
+    def apply(self, w, n_age, first=0):
+        """``w[:, :n_age] @ moments[:n_age]`` as (n, w K), bin-major, float32.
+
+        ``first``: ages before it have no weight (skipped where the rows are
+        the ages themselves, without a young basis).
+        """
         if self.through_basis(n_age):
             x = np.empty((len(w), len(self.basis_rows)), dtype=np.float32)
             return self.coefficients(w, n_age, x) @ self.basis_rows
         n_young = min(self.n_young, n_age)
         n_old = n_age - n_young
         if self.young is None:
-            return w[:, :n_age] @ self.table[:n_age]
+            return w[:, first:n_age] @ self.table[first:n_age]
         lead = self._n_lead
         x = np.empty((len(w), lead + n_old), dtype=np.float32)
         np.matmul(w[:, :n_young], self.young[0][:n_young], out=x[:, :lead])

@@ -66,8 +66,8 @@ import numpy as np
 
 from ._compiled import compiled
 from .checks import check_range, scalar_option
-from .cloudy import LIGHTSPEED_AA, LOGU_RANGE, load_grid
-from .component import Bands, Component, pair_table
+from .cloudy import LIGHTSPEED_AA, LOGU_RANGE, bracket, load_grid
+from .component import Bands, Component, pair_table, slice_batch
 from .dust import Attenuation
 from .igm import LYMAN_LIMIT, batch_transmission
 
@@ -491,8 +491,17 @@ class NodeNebularBands(NebularBands):
 
     def add(self, batch, w32, y32, zlo, out, summary):
         super().add(batch, w32, y32, zlo, out, summary)
-        if self.continuum is not None:
-            out += self.continuum.lattice_fluxes(batch, *self.emitters(batch, w32, y32, zlo))
+        if self.continuum is None:
+            return
+        w, y, glo = self.emitters(batch, w32, y32, zlo)
+        # objects between the same two logU nodes weigh the same 2 T node columns
+        # (U-major): one lattice pass per interval skips the others' columns
+        ju, _ = bracket(self.tables.logu, batch.gas_logu)
+        for j in np.unique(ju):
+            rows = np.flatnonzero(ju == j) if batch.n > 1 else slice(None)
+            part = batch if batch.n == 1 else slice_batch(batch, rows)
+            out[rows] += self.continuum.lattice_fluxes(
+                part, w[rows], None if y is None else y[rows], glo[rows])
 
     def continuum_at_lines(self, emit, stars):
         parts = [(stars, self.named_cont)]

@@ -67,6 +67,7 @@ class Batch:
 
     varying = frozenset()
 
+
     def __repr__(self):
         return f"Batch(n={self.n}, sfh={self.sfh}, dust_type={self.dust_type})"
 

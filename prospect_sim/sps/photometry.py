@@ -61,13 +61,12 @@ forest (z ~ 5 for DECam g) see the IGM only at bin centres and are good to
 R=1000.  ``bench/bench_sps.py`` prints speed and agreement.
 """
 
-import copy
-
 import numpy as np
 
 from ._compiled import compiled
 from .kernel import WEIGHT_FLOOR, SpectralKernel
 from .lattice import _JY_AB, _Lattice
+from .component import slice_batch
 from .outliers import _Spike, _outlier_fluxes, _split_curves
 
 __all__ = ["PhotometryKernel"]
@@ -168,7 +167,7 @@ class PhotometryKernel:
         order = None
         if batch.n > 1:
             order = np.argsort(batch.tage, kind="stable")
-            batch = _slice_batch(batch, order)
+            batch = slice_batch(batch, order)
         w32, y32, zlo, summary = self._weights(batch)
         out = self.lattice_fluxes(batch, w32, y32, zlo)
         if self.bands:
@@ -205,7 +204,7 @@ class PhotometryKernel:
                 summary[name] = np.empty((batch.n, len(self.filters)))
         for start in range(0, batch.n, chunk):
             sl = slice(start, min(start + chunk, batch.n))
-            part = batch if batch.n <= chunk else _slice_batch(batch, sl)
+            part = batch if batch.n <= chunk else slice_batch(batch, sl)
             w, z = w32[sl], zlo[sl]
             y = None if y32 is None else y32[sl]
             for bands in self.bands:
@@ -237,7 +236,7 @@ class PhotometryKernel:
         ages_gyr = kern.ages / 1e9
         for start in range(0, n, chunk):
             sl = slice(start, min(start + chunk, n))
-            part = batch if n <= chunk else _slice_batch(batch, sl)
+            part = batch if n <= chunk else slice_batch(batch, sl)
             lo, frac = kern.metallicity_weights(part.logzsol)
             weights, young = kern.age_weights(part, need_young=need_young)
             zlo[sl] = lo
@@ -252,19 +251,6 @@ def _unsorted(values, order):
     out = np.empty_like(values)
     out[order] = values
     return out
-
-
-def _slice_batch(batch, rows):
-    """A shallow copy of ``batch`` with every per-object array restricted to ``rows``.
-
-    ``rows`` is a slice or an integer index array.
-    """
-    part = copy.copy(batch)
-    for key, value in vars(batch).items():
-        if isinstance(value, np.ndarray) and value.ndim and value.shape[0] == batch.n:
-            setattr(part, key, value[rows])
-    part.n = (len(range(*rows.indices(batch.n))) if isinstance(rows, slice) else len(rows))
-    return part
 
 
 def _pair_weights(weights, zfrac, out=None):
