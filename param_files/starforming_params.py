@@ -1,4 +1,4 @@
-"""A star-forming galaxy with nebular emission: LSST ugrizy + WISE W1/W2, photometric redshift.
+"""A star-forming galaxy with nebular and dust emission: LSST ugrizy + WISE, photometric redshift.
 
 Copy this file for emission-line galaxies. It runs in every mode::
 
@@ -9,11 +9,15 @@ Copy this file for emission-line galaxies. It runs in every mode::
 
 The model is Prospector's delayed-tau template plus ``TemplateLibrary["nebular"]``
 (lines and nebular continuum from the Cloudy grids of the embedded BC03
-SSPs, ``gas_logz`` tied to ``logzsol``, ``gas_logu = -2``), with birth-cloud
-dust on stars younger than 10 Myr (``dust1 = dust2``, so lines and young
-stars see twice the optical depth of older stars).  Young, low-mass
-galaxies are allowed (``tage`` from 10 Myr), where the lines move the
-LSST bands by up to a magnitude or more.
+SSPs, ``gas_logz`` tied to ``logzsol``, the ionisation parameter
+``gas_logu`` free in [-4, -1]) and ``TemplateLibrary["dust_emission"]``
+(Draine & Li 2007 with energy balance; ``duste_umin``, ``duste_qpah`` and
+``duste_gamma`` free, with Prospector-alpha's priors cut to the grid),
+with birth-cloud dust on stars younger than 10 Myr (``dust1 = dust2``, so
+lines and young stars see twice the optical depth of older stars).  Young,
+low-mass galaxies are allowed (``tage`` from 10 Myr), where the lines move
+the LSST bands by up to a magnitude or more; WISE W3 and W4 see the warm
+dust and PAH emission at low redshift.
 
 The "observed" galaxy is a mock: ``build_obs`` predicts the photometry for
 ``TRUTH`` at ``--mock_zred`` and adds Gaussian noise at LSST 10-year and
@@ -35,13 +39,13 @@ from prospect_sim.sps import build_sps as _select_sps
 
 #: LSST and WISE bands (sedpy names).
 FILTERS = ["lsst_baseline_u", "lsst_baseline_g", "lsst_baseline_r", "lsst_baseline_i",
-           "lsst_baseline_z", "lsst_baseline_y", "wise_w1", "wise_w2"]
+           "lsst_baseline_z", "lsst_baseline_y", "wise_w1", "wise_w2", "wise_w3", "wise_w4"]
 
 #: 10-sigma AB depths: LSST 10-year 5-sigma (Ivezic et al. 2019, ApJ 873, 111,
-#: table 1) less 0.75 mag; AllWISE W1/W2 (Cutri et al. 2013), roughly.
+#: table 1) less 0.75 mag; AllWISE W1-W4 (Cutri et al. 2013), roughly.
 DEPTH_10SIGMA = {"lsst_baseline_u": 25.1, "lsst_baseline_g": 26.1, "lsst_baseline_r": 26.2,
                  "lsst_baseline_i": 25.6, "lsst_baseline_z": 24.9, "lsst_baseline_y": 24.1,
-                 "wise_w1": 19.6, "wise_w2": 19.3}
+                 "wise_w1": 19.6, "wise_w2": 19.3, "wise_w3": 16.4, "wise_w4": 14.5}
 
 #: Fractional flux-error floor (photometric calibration).
 ERROR_FLOOR = 0.02
@@ -50,7 +54,8 @@ ERROR_FLOOR = 0.02
 ZRED_RANGE = (0.05, 3.0)
 
 #: Parameters of the mock galaxy (zred comes from ``--mock_zred``).
-TRUTH = {"mass": 2e9, "logzsol": -0.5, "dust2": 0.2, "tage": 0.3, "tau": 1.0}
+TRUTH = {"mass": 2e9, "logzsol": -0.5, "dust2": 0.2, "tage": 0.3, "tau": 1.0,
+         "gas_logu": -2.5, "duste_umin": 2.0, "duste_qpah": 2.5, "duste_gamma": 0.01}
 
 
 def add_arguments(parser):
@@ -67,9 +72,16 @@ def dust1_from_dust2(dust2=0.0, **extras):
 
 
 def build_model(**run_params):
-    """Delayed tau + nebular emission, free redshift, mass, metallicity, dust and SFH."""
+    """Delayed tau + nebular and dust emission; free redshift, mass, metallicity, dust, SFH, gas."""
     params = TemplateLibrary["parametric_sfh"]
     params.update(TemplateLibrary["nebular"])
+    params.update(TemplateLibrary["dust_emission"])
+    params["gas_logu"].update(isfree=True, prior=priors.TopHat(mini=-4.0, maxi=-1.0))
+    # Prospector-alpha's dust-emission priors (Leja et al. 2017), cut to the DL07 grid
+    params["duste_umin"].update(isfree=True, init=2.0, prior=priors.TopHat(mini=0.1, maxi=20.0))
+    params["duste_qpah"].update(isfree=True, init=2.5, prior=priors.TopHat(mini=0.5, maxi=4.58))
+    params["duste_gamma"].update(isfree=True, init=0.01,
+                                 prior=priors.LogUniform(mini=1e-3, maxi=0.15))
     params["zred"]["isfree"] = True
     params["zred"]["init"] = run_params.get("mock_zred", 0.8)
     params["zred"]["prior"] = priors.TopHat(mini=ZRED_RANGE[0], maxi=ZRED_RANGE[1])

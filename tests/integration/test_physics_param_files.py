@@ -1,4 +1,4 @@
-"""The star-forming (nebular) and agnfinder (AGN + dust emission) parameter files, end to end.
+"""The star-forming (nebular, dust emission) and agnfinder (AGN) parameter files, end to end.
 
 Each file simulates, trains a flow for a few epochs and fits its mock with
 ``--optimize`` as a user would run it; the fast path agrees with
@@ -54,7 +54,7 @@ def test_simulate_train_and_fit(tmp_path, name):
         return proc.stdout.strip().splitlines()[-1]
 
     sims = run("--simulate", "--n_samples", "20000", "--workers", "2")
-    component = {"starforming_params.py": ["halpha_flux", "oiii5007_flux"],
+    component = {"starforming_params.py": ["halpha_flux", "oiii5007_flux", "l_ir"],
                  "agn_params.py": ["l_ir", "l_agn", "agn_fraction_wise_w3"]}[name]
     with h5py.File(sims, "r") as f:
         assert f["valid"][()].all() and f["phot"].shape[0] == 20000
