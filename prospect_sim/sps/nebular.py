@@ -67,7 +67,7 @@ import numpy as np
 from ._compiled import compiled
 from .checks import check_range, scalar_option
 from .cloudy import LIGHTSPEED_AA, LOGU_RANGE, bracket, load_grid
-from .component import Bands, Component, pair_table, slice_batch
+from .component import Bands, Component, pair_table
 from .dust import Attenuation
 from .igm import LYMAN_LIMIT, batch_transmission
 
@@ -467,47 +467,51 @@ class NodeNebularBands(NebularBands):
     ``gas_logu`` between the grid's nodes) times the node tables: lines as
     in :class:`NebularBands`, and the continuum through a lattice of its
     own, built on the node continua as if they were SSPs
-    (:class:`~.photometry.PhotometryKernel`, with the stars' dust, IGM and
+    (:attr:`~.component.Bands.spectra`, with the stars' dust, IGM and
     filters), instead of folded into the stars' library.
     """
 
     def __init__(self, nodes, library, filters):
         super().__init__(nodes, library, filters)
-        self.continuum = None
         if nodes.cont is not None:
-            from .library import SSPLibrary
-            from .photometry import PhotometryKernel
+            # the nodes as SSPs (U-major stand-in ages) for the lattice (Bands.spectra)
             n = nodes.n_nodes
-            # the nodes as a library: increasing stand-in ages, U-major (an object weighs
-            # 2 T neighbours), taken as they are (no basis: their continua share little)
-            as_ssps = SSPLibrary("nebular nodes", np.arange(1.0, n + 1), nodes.logzsol,
-                                 library.wavelengths, nodes.cont, np.zeros((len(nodes.cont), n)))
-            self.continuum = PhotometryKernel(as_ssps, filters, young_age=0.0)
+            self.spectra = _NodeSpectra(np.arange(1.0, n + 1), nodes.logzsol,
+                                        library.wavelengths, nodes.cont,
+                                        np.zeros((len(nodes.cont), n)))
             self.named_cont_nodes = _at_lines(library.wavelengths, nodes.cont,
                                               nodes.line_wave[self.named_index])
 
     def emitters(self, batch, w32, y32, zlo):
         return node_emitters(self.tables, batch, w32, y32)
 
-    def add(self, batch, w32, y32, zlo, out, summary):
-        super().add(batch, w32, y32, zlo, out, summary)
-        if self.continuum is None:
+    def lattice_weights(self, batch, w32, y32, zlo):
+        """The node continua's weights, one block per logU interval.
+
+        Objects between the same two logU nodes weigh the same 2 T node
+        columns (U-major), so a block's GEMM skips the others' columns.
+        """
+        if self.spectra is None:
             return
         w, y, glo = self.emitters(batch, w32, y32, zlo)
-        # objects between the same two logU nodes weigh the same 2 T node columns
-        # (U-major): one lattice pass per interval skips the others' columns
         ju, _ = bracket(self.tables.logu, batch.gas_logu)
         for j in np.unique(ju):
             rows = np.flatnonzero(ju == j) if batch.n > 1 else slice(None)
-            part = batch if batch.n == 1 else slice_batch(batch, rows)
-            out[rows] += self.continuum.lattice_fluxes(
-                part, w[rows], None if y is None else y[rows], glo[rows])
+            yield rows, w[rows], None if y is None else y[rows], glo[rows]
 
     def continuum_at_lines(self, emit, stars):
         parts = [(stars, self.named_cont)]
-        if self.continuum is not None:
+        if self.spectra is not None:
             parts.append((emit, self.named_cont_nodes))
         return parts
+
+
+class _NodeSpectra:
+    """The node continua as the lattice reads a library (:attr:`.component.Bands.spectra`)."""
+
+    def __init__(self, ages, logzsol, wavelengths, spectra, mfrac):
+        self.ages, self.logzsol, self.wavelengths = ages, logzsol, wavelengths
+        self.spectra, self.mfrac = spectra, mfrac
 
 
 def node_emitters(nodes, batch, w32, y32):

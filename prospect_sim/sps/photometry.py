@@ -126,6 +126,11 @@ class PhotometryKernel:
                                young_age, young_tol)
         self.fine = [(b, _Spike(library, c, fine_resolution, fine_sub, fine_moments))
                      for b, c in spikes]
+        # the components' own light through a lattice of their spectra (no basis:
+        # they are few, or share little)
+        self.extra = [None if b.spectra is None else PhotometryKernel(
+            b.spectra, self.filters, resolution, group, n_sub, n_moments, fine_resolution,
+            fine_sub, fine_moments, outlier, young_age=0.0) for b in self.bands]
         self._dl_zmax = -1.0
 
     def _build_distances(self, zmax):
@@ -207,10 +212,14 @@ class PhotometryKernel:
             part = batch if batch.n <= chunk else slice_batch(batch, sl)
             w, z = w32[sl], zlo[sl]
             y = None if y32 is None else y32[sl]
-            for bands in self.bands:
+            for bands, extra in zip(self.bands, self.extra):
                 bands.add(part, w, y, z, out[sl],
                           {name: summary[name][sl]
                            for name in bands.summaries + bands.band_summaries})
+                if extra is None:
+                    continue
+                for rows, ew, ey, ez in bands.lattice_weights(part, w, y, z):
+                    out[sl][rows] += extra.lattice_fluxes(slice_batch(part, rows), ew, ey, ez)
 
     def _weights(self, batch, chunk=2048):
         """SSP weights as float32 (N, 2, A) with the metallicity interpolation folded in.

@@ -6,28 +6,12 @@
   exact Prospector/FSPS behaviour; needs ``$SPS_HOME`` with FSPS's data.
 """
 
-import os
-
 from ..errors import SPSError
+from .loaders import fsps_available, fsps_missing_message
 
 __all__ = ["build_sps", "fsps_available", "fsps_missing_message", "SPS_CHOICES"]
 
 SPS_CHOICES = ("grid", "fsps")
-
-
-def fsps_available():
-    """Whether ``$SPS_HOME`` points at an FSPS data directory."""
-    home = os.environ.get("SPS_HOME")
-    return bool(home) and os.path.isdir(os.path.join(home, "data"))
-
-
-def fsps_missing_message():
-    home = os.environ.get("SPS_HOME")
-    got = "is not set" if not home else f"is {home!r}, which has no 'data' folder"
-    return (f"--sps fsps needs FSPS's data files, but SPS_HOME {got}: set SPS_HOME to the "
-            "root of an FSPS checkout (git clone https://github.com/cconroy20/fsps; the folder "
-            "that contains data/ and SPECTRA/), or use --sps grid, the embedded library, "
-            "which works without it.")
 
 
 def build_sps(name="grid", **kwargs):
