@@ -14,7 +14,8 @@ from . import _compat
 _compat.install()
 
 from .grid import GridSPS  # noqa: E402
-from .library import SSPLibrary, load_library  # noqa: E402
+from .library import SSPLibrary  # noqa: E402
+from .loaders import load_library  # noqa: E402
 from .select import build_sps  # noqa: E402
 
 __all__ = ["GridSPS", "SSPLibrary", "load_library", "build_sps"]

@@ -298,7 +298,7 @@ def absorption_tables(library_name, nebular=None, fallback=None):
     Parameters
     ----------
     library_name : str
-        Read with :func:`~.library.load_library` (untrimmed: dust absorbs
+        Read with :func:`~.loaders.load_library` (untrimmed: dust absorbs
         at wavelengths no band sees).
     nebular : tuple or None
         ``(gas_logu, continuum)`` when nebular emission is on; ``gas_logu``
@@ -307,7 +307,7 @@ def absorption_tables(library_name, nebular=None, fallback=None):
         Used when ``library_name`` cannot be loaded (a library built in memory).
     """
     from .cloudy import load_grid as load_nebular_grid
-    from .library import load_library
+    from .loaders import load_library
     try:
         library = load_library(library_name)
     except SPSError:

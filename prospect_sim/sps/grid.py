@@ -24,7 +24,7 @@ from .cloudy import line_list
 from .component import Scale
 from . import components as _components
 from .kernel import SpectralKernel
-from .library import load_library
+from .loaders import load_library
 from .params import normalize, require_shared
 from . import sfh as _sfh
 

