@@ -319,8 +319,8 @@ def run(run_params, pfile):
         run_params["verbose"] = 0
     mode = selected_mode(run_params)
     check_run_params(run_params, mode)
-    runner, prepare = _import_runner(MODES["catalog_fit" if mode == "fit" and
-                                           run_params.get("catalog") else mode])
+    runner, prepare, n_tasks = _import_runner(MODES["catalog_fit" if mode == "fit" and
+                                                    run_params.get("catalog") else mode])
 
     def build():
         ingredients = pfile.build(run_params)
@@ -328,7 +328,8 @@ def run(run_params, pfile):
             prepare(ingredients)
         return ingredients
 
-    with _pool.open_pool(run_params, build) as workpool:
+    tasks = None if n_tasks is None else n_tasks(run_params)
+    with _pool.open_pool(run_params, build, tasks=tasks) as workpool:
         ingredients = _pool.ingredients()
         if run_params.get("debug"):
             log.info("--debug: built obs, model and sps; stopping before %s", mode)
@@ -353,7 +354,8 @@ def _import_runner(spec):
             raise UsageError(f"this mode needs {module_name}, which is not installed "
                              f"in this version of prospect_sim") from err
         raise
-    return getattr(module, func), getattr(module, "prepare", None)
+    return getattr(module, func), getattr(module, "prepare", None), getattr(module, "n_tasks",
+                                                                            None)
 
 
 # --- the prospect-sim tool --------------------------------------------------

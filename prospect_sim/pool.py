@@ -457,8 +457,32 @@ def _exit_status(err):
     return 2 if isinstance(err, ProspectSimError) else 1
 
 
+def useful_workers(workers, tasks=None, cores=None):
+    """``workers`` cut to the tasks there are and to the cores (twice over), warning if cut.
+
+    Up to twice the cores are allowed (processes that wait on I/O or on the
+    master); more only share the same cores, each with its own copy of the
+    tables, and one per task is all a run can use.
+
+    >>> useful_workers(4, tasks=2, cores=8)
+    2
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    limit = 2 * cores if tasks is None else min(2 * cores, max(int(tasks), 1))
+    if workers > limit:
+        why = (f"this run has {tasks} task{'s' if tasks != 1 else ''}"
+               if tasks is not None and tasks < 2 * cores else
+               f"this machine gives the run {cores} core{'s' if cores != 1 else ''}")
+        log.warning("--workers %d: %s; using %d worker process%s", workers, why, limit,
+                    "" if limit == 1 else "es")
+        return limit
+    return workers
+
+
 @contextlib.contextmanager
-def open_pool(run_params, build):
+def open_pool(run_params, build, tasks=None):
     """Open the pool this run asks for and build the ingredients in every process.
 
     Parameters
@@ -467,6 +491,10 @@ def open_pool(run_params, build):
         Reads ``workers`` (local processes when > 1).
     build : callable
         ``build() -> Ingredients`` for the calling process.
+    tasks : int or None
+        How many tasks the run has at most, when known: ``--workers``
+        beyond it, or beyond the cores this process may use, is cut to
+        what can help, with one warning (:func:`useful_workers`).
 
     Yields
     ------
@@ -480,7 +508,7 @@ def open_pool(run_params, build):
             with _open_mpi(build) as pool:
                 yield pool
             return
-    workers = int(run_params.get("workers") or 1)
+    workers = useful_workers(int(run_params.get("workers") or 1), tasks)
     _one_blas_thread()  # serial too: GridSPS's small matrix products lose to BLAS threading
     _set_ingredients(build())
     try:

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 
-__all__ = ["add_arguments", "run", "draw_unit", "DESIGNS", "DEFAULT_CHUNK_SIZE"]
+__all__ = ["add_arguments", "run", "n_tasks", "draw_unit", "DESIGNS", "DEFAULT_CHUNK_SIZE"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,23 @@ def _positive_int(value, flag):
     if value <= 0:
         raise UsageError(f"{flag} must be a positive integer, got {value}")
     return value
+
+
+def n_tasks(run_params):
+    """Chunks of the run at most (for ``--workers``), or None when the file decides.
+
+    >>> n_tasks({"n_samples": 40000, "chunk_size": 16384})
+    3
+    """
+    try:
+        n = int(run_params.get("n_samples") or 0)
+        size = run_params.get("chunk_size")
+    except (TypeError, ValueError):
+        return None
+    if n <= 0 or (size is None and run_params.get("resume")):
+        return None          # --resume keeps the file's own chunk size
+    size = int(size or DEFAULT_CHUNK_SIZE)
+    return -(-n // size) if size > 0 else None
 
 
 def run(ingredients, pool):

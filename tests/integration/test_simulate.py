@@ -373,3 +373,15 @@ def test_full_disk_keeps_completed_chunks(tmp_path):
                             preexec_fn=limit)
     assert proc.returncode == 2 and "disk is full" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sims.h5"]
+
+
+def test_more_workers_than_chunks_are_cut_with_a_warning(tmp_path):
+    """--workers 40 for 2 chunks forks 2 processes (not 40), says so once, same file."""
+    proc = simulate_process(tmp_path / "many.h5", "--n_samples", 2000, "--chunk_size", 1000,
+                            "--workers", 40)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("--workers 40: this run has 2 tasks; using 2 worker") == 1
+    assert "(2 workers)" in proc.stderr
+    serial = simulate_process(tmp_path / "one.h5", "--n_samples", 2000, "--chunk_size", 1000)
+    assert serial.returncode == 0, serial.stderr[-2000:]
+    assert_same_data(tmp_path / "many.h5", tmp_path / "one.h5")

@@ -123,3 +123,18 @@ def test_mpi_not_detected_without_launcher(monkeypatch):
     assert pool.launcher_rank() == 0
     monkeypatch.setenv("PMI_RANK", "2")
     assert pool.mpi_launched() and pool.launcher_rank() == 2
+
+
+def test_useful_workers_cuts_to_tasks_and_cores(caplog):
+    from prospect_sim.pool import useful_workers
+    with caplog.at_level("WARNING", logger="prospect_sim.pool"):
+        assert useful_workers(1000, tasks=2, cores=2) == 2
+        assert "this run has 2 tasks" in caplog.text
+        caplog.clear()
+        assert useful_workers(9, tasks=None, cores=2) == 4          # twice the cores
+        assert "gives the run 2 cores" in caplog.text
+        caplog.clear()
+        assert useful_workers(3, tasks=10, cores=2) == 3
+        assert useful_workers(2, tasks=2, cores=2) == 2
+        assert useful_workers(1, tasks=0, cores=1) == 1
+    assert caplog.text == ""
