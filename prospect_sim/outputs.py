@@ -34,7 +34,7 @@ from pathlib import Path
 from .errors import UsageError
 
 __all__ = ["KINDS", "base_for", "path_for", "check_writable", "require_existing",
-           "atomic_path"]
+           "atomic_path", "write_failed"]
 
 #: Suffix of each kind of output, appended to the ``--outfile`` base.
 KINDS = {
@@ -162,12 +162,29 @@ def require_existing(path, flag, what):
                          f"{flag} or make it first")
 
 
+def write_failed(path, err, error=UsageError, what="output"):
+    """The one-line error for a write of ``path`` that failed with the ``OSError`` ``err``.
+
+    Names the path and the cause (full disk, quota, read-only folder), e.g.
+    ``cannot write checkpoint x.pt: No space left on device (errno 28); ...``.
+    Returns an ``error`` instance for the caller to raise ``from err``.
+    """
+    cause = getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
+    if getattr(err, "errno", None):
+        cause = f"{cause} (errno {err.errno})"
+    return error(f"cannot write {what} {path}: {cause}; free space or choose another "
+                 f"--outfile")
+
+
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, error=None, what="output"):
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     The temporary name is in the same folder (so the rename is atomic) and is
     removed if the body raises, leaving any previous ``path`` untouched.
+    With ``error`` (a :class:`~prospect_sim.errors.ProspectSimError` type),
+    an ``OSError`` of the body or the rename (full disk, quota, read-only) is
+    raised as that type, naming ``path`` and the cause (:func:`write_failed`).
 
     >>> import tempfile
     >>> final = Path(tempfile.mkdtemp()) / "x.txt"
@@ -181,6 +198,10 @@ def atomic_path(path):
     try:
         yield str(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if error is None:
+            raise
+        raise write_failed(path, err, error, what) from err
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()

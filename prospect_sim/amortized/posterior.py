@@ -39,11 +39,24 @@ CHECKPOINT_FORMAT = "prospect_sim.amortized/1"
 log = logging.getLogger(__name__)
 
 
-def save_checkpoint(obj, path):
-    """``torch.save`` to a temporary name in the same folder, then rename."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def save_checkpoint(obj, path, error=UsageError):
+    """``torch.save`` to a temporary name in the same folder, synced, then renamed.
+
+    The bytes are made in memory first, so that a failed write (full disk,
+    quota, read-only folder) is the ``OSError`` of the write itself, not torch's
+    ``RuntimeError``; it is raised as ``error`` naming ``path`` and the cause,
+    the temporary file is removed and any previous ``path`` is kept whole.
+    """
+    import io
+
+    from ..outputs import atomic_path
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path, error, "checkpoint") as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def load_checkpoint(path, error=ValueError):

@@ -30,6 +30,7 @@ import torch
 
 from ..errors import TrainingError, UsageError
 from ..interrupt import interruptible
+from ..outputs import atomic_path
 from . import options, spec
 from ._compile import compiled
 from ._paths import check_writable, path_for
@@ -232,12 +233,12 @@ class _Trainer:
 
 
 def _write_log(path, history):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["epoch", "train_loss", "val_loss", "lr", "seconds"])
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
+    with atomic_path(path, TrainingError, "training log") as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["epoch", "train_loss", "val_loss", "lr",
+                                               "seconds"])
+            w.writeheader()
+            w.writerows(history)
 
 
 def _tensorboard(checkpoint):
@@ -330,10 +331,10 @@ def _loop(trainer, seed, opts, checkpoint, extra, quiet):
                 bar.set_postfix(train=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}",
                                 best=f"{trainer.best_val:.3f}")
                 state = trainer.state(extra)
-                save_checkpoint(state, checkpoint)
+                save_checkpoint(state, checkpoint, TrainingError)
                 if trainer.bad_epochs == 0:
                     best = dict(state, model_state=state["best_model_state"])
-                    save_checkpoint(best, best_path(checkpoint))
+                    save_checkpoint(best, best_path(checkpoint), TrainingError)
                 _write_log(log_path(checkpoint), trainer.history)
                 if tb is not None:
                     for key in ("train_loss", "val_loss", "lr"):

@@ -148,6 +148,61 @@ def test_checkpoint_is_self_contained(toy, simfile, tmp_path):
     assert theta.shape == (2, 10, 1)
 
 
+def _full_disk(monkeypatch, name, fail_at, path=None):
+    """``os.<name>`` raises ENOSPC from its ``fail_at``-th call on (only calls whose
+    destination is ``path`` count, when given): a disk that fills during training."""
+    import errno
+    import os
+    real, calls = getattr(os, name), []
+
+    def full(*args, **kw):
+        if path is None or os.fspath(args[-1]) == path:
+            calls.append(1)
+            if len(calls) >= fail_at:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(os, name, full)
+    return calls
+
+
+@pytest.mark.parametrize("where", ["fsync", "replace"])
+def test_a_full_disk_while_saving_keeps_the_last_epoch(toy, simfile, tmp_path, monkeypatch,
+                                                       capsys, where):
+    """ENOSPC at the write (fsync) or at the rename of epoch 2's checkpoint: one line
+    naming the checkpoint and the cause (exit 2 through the CLI), no temporary file
+    left, epoch 1's checkpoint whole, and --resume (asked for another seed) continues
+    to the uninterrupted run's weights."""
+    import os
+
+    from prospect_sim import cli
+    opts = dict(TINY, epochs=3)
+    a = str(tmp_path / "a.pt")
+    train(simfile, toy.problem, toy.noise, a, opts, quiet=True)
+    (tmp_path / "out").mkdir()
+    b = str(tmp_path / "out" / "b.pt")
+    # epoch 1 writes b.pt and b_best.pt (fsync calls 1, 2); epoch 2's b.pt is the 3rd
+    calls = _full_disk(monkeypatch, where, 3) if where == "fsync" else \
+        _full_disk(monkeypatch, where, 2, path=b)
+    with pytest.raises(TrainingError) as err:
+        train(simfile, toy.problem, toy.noise, b, opts, quiet=True)
+    assert len(calls) == (3 if where == "fsync" else 2)
+    message = str(err.value)
+    assert f"cannot write checkpoint {b}: No space left on device" in message
+    assert "\n" not in message
+    assert cli._fail(err.value, False) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    monkeypatch.undo()
+    left = os.listdir(tmp_path / "out")
+    assert not [n for n in left if ".tmp" in n], left
+    assert load_checkpoint(b)["epoch"] == 1
+    train(simfile, toy.problem, toy.noise, b, dict(opts, train_seed=1), resume=True, quiet=True)
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    assert cb["epoch"] == 3
+    for key in ca["model_state"]:
+        torch.testing.assert_close(ca["model_state"][key], cb["model_state"][key], rtol=0, atol=0)
+
+
 def test_existing_checkpoint_needs_overwrite_or_resume(toy, simfile, tmp_path):
     ck = str(tmp_path / "f.pt")
     train(simfile, toy.problem, toy.noise, ck, dict(TINY, epochs=1), quiet=True)
