@@ -15,6 +15,8 @@ import prospect_sim.sps  # noqa: F401  (SpecModel without SPS_HOME)
 from prospect_sim.errors import SPSError
 from prospect_sim.sps import GridSPS, dust_emission
 
+from reference_photometry import specmodel_photometry
+
 LSUN_PER_HZ_TO_AA = 2.998e18
 
 
@@ -136,13 +138,7 @@ def test_every_component_in_every_broad_band(sps):
                  tage=10**rng.uniform(-2.3, 1.0, n), tau=rng.uniform(0.1, 3, n),
                  logzsol=rng.uniform(-1.9, 0.4, n), dust2=rng.uniform(0, 1.5, n),
                  mass=10**rng.uniform(9, 11, n))
-    obs = dict(filters=filters, wavelength=None, spectrum=None)
-    ref = []
-    for i in range(n):
-        model.params["zred"] = np.atleast_1d(draws["zred"][i])
-        ref.append(model.predict(np.array([draws[k][i] for k in model.theta_labels()]),
-                                 obs=obs, sps=sps)[1])
-    ref = np.array(ref)
+    ref = specmodel_photometry(model, draws, filters, sps)
     params = dict(draws, sfh=4, dust_type=4, dust1=0.6, add_neb_emission=True,
                   gas_logz=draws["logzsol"], gas_logu=-2.0, add_dust_emission=True,
                   duste_umin=1.0, duste_qpah=4.0, duste_gamma=1e-3)
@@ -199,13 +195,7 @@ def test_free_dust_emission_parameters_batched():
                  duste_umin=np.r_[0.1, 20.0, 10**rng.uniform(-1, np.log10(20), n - 2)],
                  duste_qpah=np.r_[0.1, 4.58, rng.uniform(0.1, 4.58, n - 2)],
                  duste_gamma=np.r_[0.0, 1.0, 10**rng.uniform(-4, 0, n - 2)])
-    obs = dict(filters=filters, wavelength=None, spectrum=None)
-    ref = []
-    for i in range(n):
-        model.params["zred"] = np.atleast_1d(draws["zred"][i])
-        ref.append(model.predict(np.array([draws[k][i] for k in model.theta_labels()]),
-                                 obs=obs, sps=sps)[1])
-    ref = np.array(ref)
+    ref = specmodel_photometry(model, draws, filters, sps)
     fast = sps.photometry(dict(draws, sfh=4, dust_type=0, add_dust_emission=True), filters)[0]
     dmag = np.abs(2.5 * np.log10(fast / ref))
     assert dmag.max() < 1e-3, {names[b]: round(float(dmag[:, b].max()), 5) for b in range(10)}

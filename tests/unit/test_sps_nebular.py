@@ -14,6 +14,8 @@ import prospect_sim.sps  # noqa: F401  (SpecModel without SPS_HOME)
 from prospect_sim.errors import SPSError
 from prospect_sim.sps import GridSPS, cloudy
 
+from reference_photometry import specmodel_photometry
+
 BROAD = ([f"decam_{b}" for b in "grizY"] + ["galex_FUV", "galex_NUV", "sdss_u0",
                                               "wise_w1", "wise_w2", "spitzer_irac_ch1"])
 MEDIUM = [f"subaru_suprimecam_ia{w}" for w in (427, 505, 598, 679, 767, 827)]
@@ -223,13 +225,7 @@ def test_gas_of_its_own_per_object_batched(in_spec):
                  dust2=rng.uniform(0, 1.5, n), mass=10**rng.uniform(9, 11, n),
                  gas_logu=np.r_[-4.0, 0.0, rng.uniform(-4, 0, n - 2)],
                  gas_logz=np.r_[-2.3, 0.69, rng.uniform(-2.0, 0.6, n - 2)])
-    obs = dict(filters=filters, wavelength=None, spectrum=None)
-    ref = []
-    for i in range(n):
-        model.params["zred"] = np.atleast_1d(draws["zred"][i])
-        ref.append(model.predict(np.array([draws[k][i] for k in model.theta_labels()]),
-                                 obs=obs, sps=sps)[1])
-    ref = np.array(ref)
+    ref = specmodel_photometry(model, draws, filters, sps)
     fixed = {k: model.params[k][0] for k in ("duste_umin", "duste_qpah", "duste_gamma")}
     params = dict(draws, sfh=4, dust1=0.5, add_neb_emission=True, add_dust_emission=True,
                   nebemlineinspec=in_spec, **fixed)
