@@ -172,12 +172,15 @@ class NebularGrid:
         lines = at_library_z(self.lines)
         cont = None
         if continuum:
-            raw = at_library_z(self._continuum(np.arange(len(self.logu))))  # (Z_lib, U T, Wc)
+            raw = self._continuum(np.arange(len(self.logu)))               # (Z, U, T, Wc)
+            raw = raw.reshape(len(raw), n_nodes, -1)
             to_nu = wave**2 / LIGHTSPEED_AA
-            cont = np.empty(raw.shape[:2] + (len(wave),), dtype=np.float32)
-            for k in range(len(cont)):
+            cont = np.empty((len(library.logzsol), n_nodes, len(wave)), dtype=np.float32)
+            for k in range(len(cont)):      # one library metallicity at a time (memory)
+                at_z = (np.float32(1 - fz[k]) * raw[jz[k]]
+                        + np.float32(fz[k]) * raw[jz[k] + 1])              # (U T, Wc)
                 for node in range(n_nodes):
-                    cont[k, node] = np.interp(wave, self.cont_wave, raw[k, node],
+                    cont[k, node] = np.interp(wave, self.cont_wave, at_z[node],
                                               left=0.0, right=0.0) * to_nu
         return NebularNodes(self.logu, library.logzsol, age_w, lines, cont, self.line_wave,
                             self.line_names)
