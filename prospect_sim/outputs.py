@@ -162,18 +162,18 @@ def require_existing(path, flag, what):
                          f"{flag} or make it first")
 
 
-def write_failed(path, err, error=UsageError, what="output"):
+def write_failed(path, err, error=UsageError, what="output",
+                 fix="free space or choose another --outfile"):
     """The one-line error for a write of ``path`` that failed with the ``OSError`` ``err``.
 
     Names the path and the cause (full disk, quota, read-only folder), e.g.
-    ``cannot write checkpoint x.pt: No space left on device (errno 28); ...``.
+    ``cannot write checkpoint x.pt: No space left on device (errno 28); <fix>``.
     Returns an ``error`` instance for the caller to raise ``from err``.
     """
     cause = getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
     if getattr(err, "errno", None):
         cause = f"{cause} (errno {err.errno})"
-    return error(f"cannot write {what} {path}: {cause}; free space or choose another "
-                 f"--outfile")
+    return error(f"cannot write {what} {path}: {cause}; {fix}")
 
 
 @contextlib.contextmanager

@@ -22,9 +22,12 @@ discarded. Batch ``k`` draws with a generator seeded by ``[seed, k]``,
 so a resumed run writes the same numbers as an uninterrupted one.
 """
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import re
 
 import h5py
 import numpy as np
@@ -32,6 +35,7 @@ import torch
 
 from ..errors import InferenceError, UsageError
 from ..interrupt import interruptible
+from ..outputs import write_failed
 from . import options, spec
 from ._paths import check_writable, path_for
 from .catalog import Catalog, columns_for
@@ -156,7 +160,13 @@ def _open_output(part, post, n_rows, opts, checkpoint, source_name, n_batches, r
     if opts["bfloat16"]:
         attrs["bfloat16"] = True  # the flow's matrix products in bfloat16 (--bfloat16)
     if resume and os.path.exists(part):
-        h5 = h5py.File(part, "a")
+        try:
+            h5 = h5py.File(part, "a")
+        except OSError as err:
+            cause = " ".join(str(err).split())
+            raise UsageError(f"--resume: cannot reopen {part} ({cause}); it is damaged or "
+                             "unwritable: free space, or use --overwrite to start "
+                             "again") from err
         differ = [k for k, v in attrs.items() if h5.attrs.get(k) != v]
         if differ:
             h5.close()
@@ -243,8 +253,22 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
     if opts["compile"]:
         post.compile_sampling(rows)
     n_batches = max(1, -(-n_rows // rows))
-    h5 = _open_output(part, post, n_rows, opts, checkpoint, source.name, n_batches,
-                      resume, reweighter is not None)
+    try:
+        h5 = _open_output(part, post, n_rows, opts, checkpoint, source.name, n_batches,
+                          resume, reweighter is not None)
+    except OSError as err:  # full disk, quota, read-only: nothing written worth keeping
+        with contextlib.suppress(OSError):
+            if not (resume and os.path.exists(part)):
+                os.remove(part)
+        raise write_failed(part, err, InferenceError, "posterior file") from err
+    failed = None
+    # One handle per dataset held open for the run: HDF5 then writes their chunk caches
+    # in h5.flush(), which raises on a full disk. Without them each h5[name] is closed
+    # at once, and a failed write there is only printed (h5py ignores errors in
+    # __dealloc__): the batch is marked done with its data lost.
+    held = [h5[name] for name in h5]
+    row_bytes = sum(d.dtype.itemsize * int(np.prod(d.shape[1:])) for d in held
+                    if d.shape[:1] == (n_rows,))
     try:
         done = h5["batches_done"][:]
         bar = tqdm(total=n_rows, initial=int(min(done.sum() * rows, n_rows)), disable=quiet,
@@ -252,24 +276,77 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
         with interruptible() as check_interrupt:
             for k in np.flatnonzero(~done):
                 start, stop = k * rows, min((k + 1) * rows, n_rows)
+                _check_space(part, (stop - start + 64) * row_bytes + 2 ** 20)
                 _infer_batch(h5, post, source, start, stop, opts, reweighter,
                              _generator(int(opts["infer_seed"]), int(k)), gemm_dtype)
+                _flush(h5)   # the batch's data on disk (or OSError) before it is marked done
                 h5["batches_done"][k] = True
-                h5.flush()
+                _flush(h5)
                 bar.update(stop - start)
                 check_interrupt()  # a Ctrl-C swallowed by a finaliser stops us here
         bar.close()
         n_flag = int(np.count_nonzero(h5["flags"][:] & _UNUSABLE))
         if n_flag:
             log.warning("%d of %d objects could not be used (flags in %s)", n_flag, n_rows, out)
+    except OSError as err:  # a failed write (full disk, quota): stop here, close cleanly
+        failed = err
     finally:
-        h5.close()
-    os.replace(part, out)
+        del held
+        try:
+            h5.close()
+        except OSError as err:  # its last flush failed too; the batches marked done stay
+            failed = failed or err
+    if failed is not None:
+        raise _write_stopped(part, failed) from failed
+    try:
+        os.replace(part, out)
+    except OSError as err:
+        raise write_failed(out, err, InferenceError, "posterior file") from err
     return out
 
 
+def _check_space(path, need):
+    """``OSError`` ENOSPC when the disk of ``path`` has less than ``need`` bytes free.
+
+    Checked before each batch: HDF5 cannot close a file cleanly once one of its
+    writes has failed (its errors are only printed, and the process may crash at
+    exit), so a disk that the output itself fills is stopped before the write.
+    """
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except (AttributeError, OSError):  # no statvfs (Windows): the writes are guarded
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left on device ({free / 2 ** 20:.1f} MiB "
+                                    f"free, the next batch needs {need / 2 ** 20:.1f} MiB)")
+
+
+def _flush(h5):
+    """``h5.flush()``; a failed write (h5py raises ``RuntimeError`` there) as ``OSError``
+    with the system's errno and message (e.g. ENOSPC, "No space left on device")."""
+    try:
+        h5.flush()
+    except RuntimeError as err:
+        found = re.search(r"errno = (\d+), error message = '([^']*)'", str(err))
+        if found is None:
+            raise OSError(" ".join(str(err).split())) from err
+        raise OSError(int(found.group(1)), found.group(2)) from err
+
+
+def _write_stopped(part, err):
+    """The one-line error of a batch write that failed: the finished batches are kept."""
+    return write_failed(part, err, InferenceError, "posterior file",
+                        "the batches finished before are kept: free space and run again "
+                        "with --resume to continue")
+
+
 def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen, gemm_dtype=None):
-    flux, unc, missing, cond, flags = source.read(start, stop)
+    try:
+        flux, unc, missing, cond, flags = source.read(start, stop)
+    except OSError as err:  # not a write failure: say so
+        raise InferenceError(f"cannot read rows {start}-{stop} of {source.name}: "
+                             f"{' '.join(str(err).split())}") from err
     good = (flags & _UNUSABLE) == 0
     n, d = int(opts["n_draws"]), len(post.labels)
     samples = np.full((stop - start, n, d), np.nan, dtype=np.float32)  # written as f4

@@ -227,6 +227,83 @@ def test_bfloat16_inference_is_close_and_recorded(trained, tmp_path, source):
               reweighter=rw, quiet=True)
 
 
+_H5_FLUSH_FAILED = ("Unable to synchronously flush file (file write failed: time = Mon Dec  7 "
+                    "13:01:09 2026\n, filename = 'x.part', file descriptor = 3, errno = 28, "
+                    "error message = 'No space left on device', buf = 0x5581, total write "
+                    "size = 1216, bytes this sub-write = 1216, offset = 2097152)")
+
+
+@pytest.mark.parametrize("where", ["write", "flush", "statvfs"])
+def test_a_full_disk_while_writing_a_batch_keeps_the_others(trained, tmp_path, source,
+                                                            monkeypatch, capsys, where):
+    """ENOSPC while writing batch 2's samples (h5py's OSError), while flushing batch 1
+    (h5py's RuntimeError, as on a real full disk), or seen by the free-space check
+    before batch 2: one line naming the .part and the cause (exit 2 through the CLI),
+    the file closed cleanly and readable, the finished batches marked done, and
+    --resume gives the uninterrupted run's file."""
+    import errno
+    from types import SimpleNamespace
+
+    from prospect_sim import cli
+    toy, ck_path, ck = trained
+    flux, unc = _rows(toy)
+    csv = _write_csv(tmp_path / "c.csv", toy, flux, unc)
+    ref = infer(ck, ck_path, source(csv, toy), str(tmp_path / "ref.h5"), INFER, quiet=True)
+    calls = []
+
+    def full(real, counts, fail_at, error=OSError(errno.ENOSPC, "No space left on device")):
+        def patched(self, *args, **kw):
+            if counts(self):
+                calls.append(1)
+                if len(calls) >= fail_at:
+                    raise error
+            return real(self, *args, **kw)
+        return patched
+
+    if where == "write":
+        monkeypatch.setattr(h5py.Dataset, "__setitem__",
+                            full(h5py.Dataset.__setitem__, lambda d: d.name == "/samples", 3))
+    elif where == "flush":   # 2 flushes a batch: batch 1's second (its done mark) fails
+        monkeypatch.setattr(h5py.File, "flush", full(h5py.File.flush, lambda f: True, 4,
+                                                     RuntimeError(_H5_FLUSH_FAILED)))
+    else:                    # 1 GiB free before batches 0 and 1, then 100 kB
+        def statvfs(path):
+            calls.append(1)
+            return SimpleNamespace(f_bavail=2 ** 30 if len(calls) < 3 else 10 ** 5,
+                                   f_frsize=1)
+        monkeypatch.setattr(os, "statvfs", statvfs)
+    out = str(tmp_path / "post.h5")
+    with pytest.raises(InferenceError) as err:
+        infer(ck, ck_path, source(csv, toy), out, INFER, quiet=True)
+    monkeypatch.undo()
+    assert len(calls) == {"write": 3, "flush": 4, "statvfs": 3}[where]
+    assert f"cannot write posterior file {out}.part: No space left on device" in str(err.value)
+    assert "--resume" in str(err.value)
+    assert cli._fail(err.value, False) == 2
+    line, = capsys.readouterr().err.splitlines()
+    assert line.startswith("prospect_sim: error: cannot write posterior file")
+    assert sorted(os.listdir(tmp_path)) == ["c.csv", "post.h5.part", "ref.h5"]
+    with h5py.File(out + ".part") as h5:   # closed cleanly: opens, batches 0 and 1 done
+        assert h5["batches_done"][:].tolist() == [True, True, False]
+    infer(ck, ck_path, source(csv, toy), out, INFER, resume=True, quiet=True)
+    with h5py.File(ref) as a, h5py.File(out) as b:
+        for key in ("samples", "median", "p16", "p84", "flags"):
+            np.testing.assert_array_equal(a[key][:], b[key][:])
+
+
+def test_resume_of_a_damaged_part_file_is_one_line(trained, tmp_path, source):
+    toy, ck_path, ck = trained
+    flux, unc = _rows(toy)
+    csv = _write_csv(tmp_path / "c.csv", toy, flux, unc)
+    out = str(tmp_path / "post.h5")
+    with open(out + ".part", "wb") as fh:
+        fh.write(b"\x89HDF\r\n" + bytes(100))     # a truncated, unreadable file
+    with pytest.raises(UsageError, match=r"--resume: cannot reopen .*post.h5.part .*--overwrite"):
+        infer(ck, ck_path, source(csv, toy), out, INFER, resume=True, quiet=True)
+    infer(ck, ck_path, source(csv, toy), out, INFER, overwrite=True, quiet=True)
+    assert os.path.exists(out) and not os.path.exists(out + ".part")
+
+
 def test_header_only_catalogue_is_one_line_and_leaves_nothing(trained, tmp_path, source,
                                                                capsys):
     from prospect_sim import cli
