@@ -300,7 +300,7 @@ def run(ingredients, pool):
 def _default_chunk_size(path, settings):
     """``--chunk_size`` when not given: the file's own on ``--resume``, else the default.
 
-    So a file made with another default (8,192 before 2026-12-03) resumes as
+    So a file made with another default (earlier versions used 8,192) resumes as
     it was made.
     """
     from .store import SimulationStore
