@@ -325,7 +325,7 @@ def obs_from_list(observations):
     ------
     ValueError
         For more than one photometry or spectrum (Prospector 1.4 fits one of each),
-        or an item that is neither.
+        an item that is neither, or one without ``uncertainty``.
 
     Examples
     --------
@@ -342,7 +342,10 @@ def obs_from_list(observations):
             raise ValueError(f"item {i} ({type(item).__name__}) has no 'flux'")
         flux = np.asarray(flux, dtype=float)
         unc = _get(item, "uncertainty")
-        unc = np.ones_like(flux) if unc is None else np.asarray(unc, dtype=float)
+        if unc is None:
+            raise ValueError(f"item {i} ({type(item).__name__}) has no 'uncertainty' (1-sigma, "
+                             "in the units of 'flux'): give one per value")
+        unc = np.asarray(unc, dtype=float)
         mask = _get(item, "mask")
         mask = np.ones(flux.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         filters = _get(item, "filters")

@@ -115,9 +115,21 @@ def test_list_with_a_spectrum_and_bad_items():
     np.testing.assert_array_equal(obs["spectrum"], [1., 2.])
     assert obs["mask"].all() and obs["maggies"] is None
     with pytest.raises(ValueError, match="neither 'filters'"):
-        paramfile.obs_from_list([{"flux": [1.0]}])
+        paramfile.obs_from_list([{"flux": [1.0], "uncertainty": [0.1]}])
     with pytest.raises(ValueError, match="more than one photometry"):
         paramfile.obs_from_list([Photometry(["sdss_g0"], [1.], [.1])] * 2)
+    # no uncertainty: refused, not 1 maggie
+    with pytest.raises(ValueError, match="item 0 \\(Photometry\\) has no 'uncertainty'"):
+        paramfile.obs_from_list([Photometry(["sdss_g0"], [1e-9], None)])
+
+
+def test_list_without_uncertainties_is_one_line(tmp_path):
+    path = _write(tmp_path, """
+        def build_obs(**run_params):
+            return [{"filters": FILTERS, "flux": 1e-9 * np.ones(3)}]
+        """)
+    with pytest.raises(ParamFileError, match="has no 'uncertainty'"):
+        paramfile.load(path).build(RP)
 
 
 def test_build_obs_returning_a_list(tmp_path):
