@@ -526,7 +526,7 @@ def _write(path, ingredients, sampler, optres, tsample, topt, pool, initial_cent
     opt_derived = None
     if optres:
         opt_derived = derived_quantities(np.array([r.x for r in optres]), pool)
-    with outputs.atomic_path(path) as tmp:
+    with outputs.atomic_path(path, FitError, "fit output") as tmp:
         # Prospector's own best-fit spectrum (smoothed) goes into the file.
         skipping = getattr(ing.model, _compat.PHOTOMETRY_ONLY, False)
         _compat.set_photometry_only(ing.model, ing.obs, on=False)

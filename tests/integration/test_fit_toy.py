@@ -87,6 +87,51 @@ def test_optimize_then_emcee_keeps_optimizer_results(tmp_path):
     np.testing.assert_allclose(opt["x"][0], [2e10, 0.5], rtol=1e-3)
 
 
+# Runs the toy file with a full disk from the Nth write of the output's kind on:
+# os.replace (the rename of the finished file) or h5py.File (its writing) fails.
+_FULL_DISK = """
+import errno, os, runpy, sys
+import h5py
+where, suffix, path = sys.argv[1], sys.argv[2], sys.argv[3]
+def enospc():
+    raise OSError(errno.ENOSPC, "No space left on device")
+if where == "replace":
+    real = os.replace
+    def replace(src, dst, *a, **kw):
+        if str(dst).endswith(suffix):
+            enospc()
+        return real(src, dst, *a, **kw)
+    os.replace = replace
+else:
+    real = h5py.File.__init__
+    def init(self, name, *a, **kw):
+        if ".tmp" in str(name):
+            enospc()
+        return real(self, name, *a, **kw)
+    h5py.File.__init__ = init
+sys.argv = [path] + sys.argv[4:]
+runpy.run_path(path, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("where", ["replace", "write"])
+def test_optimize_into_a_full_disk_is_one_line(tmp_path, where):
+    """ENOSPC at the final write or rename of --optimize: one line naming the output
+    and the cause, exit 2, no temporary file and no output left."""
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK, where, "_optimize.h5", str(TOY),
+                           "--optimize", "--quiet"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    # the error is one line, the last; before it only Prospector's own write_hdf5
+    # RuntimeWarnings (printed by every --optimize run), no traceback
+    assert "Traceback" not in proc.stderr
+    line, = [ln for ln in proc.stderr.splitlines() if ln.startswith("prospect_sim:")]
+    assert proc.stderr.splitlines()[-1] == line
+    assert line.startswith("prospect_sim: error: cannot write fit output ")
+    assert "toy_params_optimize.h5: No space left on device (errno 28)" in line
+    assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
+
+
 def test_workers_give_the_same_fit_as_serial(tmp_path):
     """Local processes: same seed, same queue, so the same dynesty run as serial with the
     queue the workers get (5 proposals at once for 2 workers and 40 live points)."""
