@@ -1,5 +1,6 @@
 """--infer on catalogues (CSV, HDF5, FITS), flags, resume, importance sampling."""
 
+import logging
 import os
 
 import h5py
@@ -233,9 +234,24 @@ _H5_FLUSH_FAILED = ("Unable to synchronously flush file (file write failed: time
                     "size = 1216, bytes this sub-write = 1216, offset = 2097152)")
 
 
+@pytest.fixture
+def package_log_off_stderr():
+    """The package logger without handlers, propagating to pytest's capture.
+
+    So stderr holds only what ``cli._fail`` prints: a handler left by an
+    earlier test may write to that test's (closed) captured stream.
+    """
+    logger = logging.getLogger("prospect_sim")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(logger, "handlers", [])
+        mp.setattr(logger, "propagate", True)
+        yield
+
+
+
 @pytest.mark.parametrize("where", ["write", "flush", "statvfs"])
 def test_a_full_disk_while_writing_a_batch_keeps_the_others(trained, tmp_path, source,
-                                                            monkeypatch, capsys, where):
+                                                            monkeypatch, capsys, package_log_off_stderr, where):
     """ENOSPC while writing batch 2's samples (h5py's OSError), while flushing batch 1
     (h5py's RuntimeError, as on a real full disk), or seen by the free-space check
     before batch 2: one line naming the .part and the cause (exit 2 through the CLI),

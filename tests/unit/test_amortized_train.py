@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 
 import h5py
 import numpy as np
@@ -165,10 +166,24 @@ def _full_disk(monkeypatch, name, fail_at, path=None):
     monkeypatch.setattr(os, name, full)
     return calls
 
+@pytest.fixture
+def package_log_off_stderr():
+    """The package logger without handlers, propagating to pytest's capture.
+
+    So stderr holds only what ``cli._fail`` prints: a handler left by an
+    earlier test may write to that test's (closed) captured stream.
+    """
+    logger = logging.getLogger("prospect_sim")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(logger, "handlers", [])
+        mp.setattr(logger, "propagate", True)
+        yield
+
+
 
 @pytest.mark.parametrize("where", ["fsync", "replace"])
 def test_a_full_disk_while_saving_keeps_the_last_epoch(toy, simfile, tmp_path, monkeypatch,
-                                                       capsys, where):
+                                                       capsys, package_log_off_stderr, where):
     """ENOSPC at the write (fsync) or at the rename of epoch 2's checkpoint: one line
     naming the checkpoint and the cause (exit 2 through the CLI), no temporary file
     left, epoch 1's checkpoint whole, and --resume (asked for another seed) continues
