@@ -1,6 +1,5 @@
 """--infer on catalogues (CSV, HDF5, FITS), flags, resume, importance sampling."""
 
-import logging
 import os
 
 import h5py
@@ -232,20 +231,6 @@ _H5_FLUSH_FAILED = ("Unable to synchronously flush file (file write failed: time
                     "13:01:09 2026\n, filename = 'x.part', file descriptor = 3, errno = 28, "
                     "error message = 'No space left on device', buf = 0x5581, total write "
                     "size = 1216, bytes this sub-write = 1216, offset = 2097152)")
-
-
-@pytest.fixture
-def package_log_off_stderr():
-    """The package logger without handlers, propagating to pytest's capture.
-
-    So stderr holds only what ``cli._fail`` prints: a handler left by an
-    earlier test may write to that test's (closed) captured stream.
-    """
-    logger = logging.getLogger("prospect_sim")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(logger, "handlers", [])
-        mp.setattr(logger, "propagate", True)
-        yield
 
 
 

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import logging
 
 import h5py
 import numpy as np
@@ -165,20 +164,6 @@ def _full_disk(monkeypatch, name, fail_at, path=None):
 
     monkeypatch.setattr(os, name, full)
     return calls
-
-@pytest.fixture
-def package_log_off_stderr():
-    """The package logger without handlers, propagating to pytest's capture.
-
-    So stderr holds only what ``cli._fail`` prints: a handler left by an
-    earlier test may write to that test's (closed) captured stream.
-    """
-    logger = logging.getLogger("prospect_sim")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(logger, "handlers", [])
-        mp.setattr(logger, "propagate", True)
-        yield
-
 
 
 @pytest.mark.parametrize("where", ["fsync", "replace"])
