@@ -335,6 +335,8 @@ def _open_store(path, settings, identity, ingredients, path_used):
                                  f"pass --n_samples {store.n_samples} or more")
             report = store.verify(repair=True)
             store.grow(settings.n_samples)
+            if store.text_attr("fixed_config") is None:   # made before it was recorded
+                store.set_attrs(fixed_config=_fixed_config(ingredients))
             if store.missing_chunks():
                 store.set_attrs(last_resumed=_now(), finished="")
             log.info("resuming %s: %d of %d chunks done", path, report["chunks_done"],
@@ -358,6 +360,7 @@ def _open_store(path, settings, identity, ingredients, path_used):
         "run_params": _jsonable(ingredients.run_params),
         "versions": _versions(),
         "sps_libraries": _sps_libraries(sps),
+        "fixed_config": _fixed_config(ingredients),
         "created": _now(),
         "finished": "",
     })
@@ -415,6 +418,13 @@ def _check_identity(store, identity, path):
         raise StoreError(f"cannot --resume {path}: it was made with a different "
                          f"{'; '.join(diffs)}; rerun with the original settings, or "
                          "start a new file with --overwrite or another --simfile")
+
+
+def _fixed_config(ingredients):
+    """JSON of the model class, every fixed parameter and the sps's settings, in the
+    form ``--train`` compares with the param file (:func:`.amortized.spec.model_config`)."""
+    from .amortized import spec
+    return json.dumps(spec.model_config(ingredients.model, ingredients.sps), sort_keys=True)
 
 
 def _model_config(model):

@@ -24,7 +24,9 @@ Attributes (written when the file is created, before any row):
 {...}, "bounds": [lo, hi]}}`` for each element of theta; infinite bounds are
 written as JSON ``Infinity``, which Python's :func:`json.loads` reads),
 ``n_samples``, ``chunk_size``, ``seed``, ``design``, and provenance (see
-:meth:`SimulationStore.create`).
+:meth:`SimulationStore.create`), among it ``fixed_config`` (JSON: the model
+class, every fixed parameter and the sps's settings, which ``--train``
+compares with the param file).
 
 How the file survives interruption: every dataset is allocated at full size
 when the file is created (or grown), so writing a chunk changes raw data only,
@@ -62,7 +64,7 @@ from .h5files import (_allocate, _as_str_list, _checksum, _default_mode,
                       _move_into_place, _open_h5, _set_attr, _str_array,
                       _unlink_quietly)
 
-__all__ = ["SCHEMA_VERSION", "SimulationStore", "n_chunks"]
+__all__ = ["SCHEMA_VERSION", "SimulationStore", "n_chunks", "scan_chunks", "chunk_ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +415,7 @@ class SimulationStore:
     # ------------------------------------------------------------------
     # checking
     def _data_keys(self):
-        return ["theta", "phot", "valid"] + ["extras/" + n for n in self.extras]
+        return _data_keys(self.extras)
 
     def _check_structure(self):
         """Check attributes and dataset shapes; cache what every write needs."""
@@ -496,7 +498,7 @@ class SimulationStore:
                 continue
             invalid += int(np.count_nonzero(~arrays[2]))
         if bad and not repair:
-            raise StoreError(f"{self.path}: chunk(s) {_ranges(bad)} fail their checksum; "
+            raise StoreError(f"{self.path}: chunk(s) {chunk_ranges(bad)} fail their checksum; "
                              "the file is corrupt; rerun with --resume to recompute them "
                              "or --overwrite to start again")
         if bad:
@@ -504,14 +506,68 @@ class SimulationStore:
                 self._dsets["chunks_done"][k] = False
             self._f.flush()
             log.warning("%s: chunk(s) %s failed their checksum and will be recomputed",
-                        self.path, _ranges(bad))
+                        self.path, chunk_ranges(bad))
             done = self.chunks_done
         return {"chunks_done": int(done.sum()), "rows_done": self.n_done,
                 "invalid": invalid, "bad_chunks": bad}
 
 
 # ----------------------------------------------------------------------
+# reading a whole file once
+def scan_chunks(f):
+    """Read an open simulation file chunk by chunk, checking each done chunk.
+
+    For readers that stream every row anyway (``--train``): the one pass that
+    hands them the data also checks it against the checksums, as
+    :meth:`SimulationStore.verify` does.
+
+    Parameters
+    ----------
+    f : h5py.File
+        A file with the layout above (read-only is enough). A file without
+        ``/chunk_checksum`` (written by another program) is read unchecked.
+
+    Yields
+    ------
+    k : int
+        Chunk id, in increasing order.
+    rows : slice
+        Its rows.
+    done : bool
+        Its ``/chunks_done`` flag.
+    ok : bool or None
+        Its rows match its checksum; None when it is not done or the file
+        records no checksums; False also when its rows cannot be read.
+    arrays : dict or None
+        ``theta`` (n, D), ``phot`` (n, B), ``valid`` (n,) and ``extras/<name>``
+        of the chunk; None when they cannot be read.
+    """
+    size, n = int(f.attrs["chunk_size"]), int(f["theta"].shape[0])
+    done = f["chunks_done"][()].astype(bool)
+    sums = f["chunk_checksum"][()] if "chunk_checksum" in f else None
+    extras = [e for e in _as_str_list(f.attrs["extras"]) if e] if "extras" in f.attrs else []
+    keys = [key for key in _data_keys(extras) if key in f]
+    for k in range(n_chunks(n, size)):
+        rows = slice(k * size, min((k + 1) * size, n))
+        is_done = bool(k < len(done) and done[k])
+        try:
+            arrays = {key: f[key][rows] for key in keys}
+        except OSError:
+            yield k, rows, is_done, (False if is_done else None), None
+            continue
+        ok = None
+        if is_done and sums is not None and k < len(sums):
+            ok = bool(_checksum(arrays[key] for key in keys) == sums[k])
+        yield k, rows, is_done, ok, arrays
+
+
+# ----------------------------------------------------------------------
 # helpers (the low-level HDF5 ones are in h5files.py)
+def _data_keys(extras):
+    """The datasets a chunk's checksum covers, in the order it covers them."""
+    return ["theta", "phot", "valid"] + ["extras/" + n for n in extras]
+
+
 def _write_layout(f, theta_labels, filter_names, extras, n_samples, chunk_size,
                   seed, attrs):
     """Write attributes, then allocate every dataset at full size."""
@@ -537,8 +593,12 @@ def _write_layout(f, theta_labels, filter_names, extras, n_samples, chunk_size,
     _allocate(f, "chunk_checksum", K, 0, np.uint32, 0, max(1, min(K, 1 << 16)))
 
 
-def _ranges(ids):
-    """'0-3, 7' for [0, 1, 2, 3, 7]."""
+def chunk_ranges(ids):
+    """'0-3, 7' for [0, 1, 2, 3, 7].
+
+    >>> chunk_ranges([7, 0, 1, 2, 3])
+    '0-3, 7'
+    """
     out, ids = [], sorted(ids)
     start = prev = ids[0]
     for k in ids[1:] + [None]:

@@ -10,6 +10,9 @@ iid, so a split by position is a random split).
 
 Rows that are flagged invalid, whose chunk is not done, or whose ``theta``
 or ``phot`` is not finite are dropped and counted (:attr:`SimulationData.n_dropped`).
+A done chunk whose rows fail their checksum (corrupted bytes) stops the
+opening with a :class:`~prospect_sim.errors.TrainingError` naming the chunks:
+the scan that finds the usable rows checks them in the same pass.
 
 Like lampe's ``H5Dataset``, a loader is an iterable of ``(theta, phot)``
 numpy batches; the order of an epoch depends only on the generator passed.
@@ -23,6 +26,8 @@ import h5py
 import numpy as np
 
 from ..errors import TrainingError
+from ..store import chunk_ranges, scan_chunks
+from . import spec
 
 __all__ = ["SimulationData", "file_identity"]
 
@@ -81,6 +86,7 @@ class SimulationData:
         self.filter_names = [str(x) for x in _attr(a["filter_names"])]
         prior = _attr(a.get("prior", "{}"))
         self.prior = json.loads(prior) if isinstance(prior, str) else dict(prior)
+        self.config = self._config()
         self.identity = file_identity(self.h5)
         self.n_rows = int(self.h5["theta"].shape[0])
         self.block_rows = int(block_rows)
@@ -104,8 +110,42 @@ class SimulationData:
                                else (self.n_rows, self.n_rows))}
         self.counts = {"train": n_train, "val": n_val, "test": n_test}
 
+    @property
+    def problem(self):
+        """What the file was simulated for (:func:`.spec.model_problem`'s keys); its
+        ``config`` is None when the file does not record it."""
+        return {"theta_labels": self.theta_labels, "filter_names": self.filter_names,
+                "prior": self.prior, "config": self.config}
+
+    def _text(self, name):
+        """A text attribute, or its ``/provenance/<name>`` dataset when it was long."""
+        if name in self.h5.attrs:
+            return _attr(self.h5.attrs[name])
+        if "provenance/" + name in self.h5:
+            return _attr(self.h5["provenance/" + name][()])
+        return None
+
+    def _config(self):
+        """The file's ``fixed_config`` (:func:`.spec.model_config`); from ``model_config``
+        for a file made before it was recorded; None for neither."""
+        text = self._text("fixed_config")
+        if text:
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise TrainingError(f"{self.path!r}: its fixed_config attribute is not "
+                                    "JSON; the file is damaged: rerun --simulate with "
+                                    "--overwrite") from None
+        text = self._text("model_config")
+        return spec.legacy_config(text) if text else None
+
     def _scan(self):
-        """Usable-row mask (N,), read block by block."""
+        """Usable-row mask (N,); done chunks are checked against their checksums."""
+        if "chunk_checksum" in self.h5 and "chunks_done" in self.h5 \
+                and "chunk_size" in self.h5.attrs:
+            return self._scan_chunks()
+        log.warning("%s has no chunk checksums (it was not written by --simulate); its "
+                    "integrity is not checked", self.path)
         good = np.ones(self.n_rows, dtype=bool)
         if "valid" in self.h5:
             good &= self.h5["valid"][:].astype(bool)
@@ -126,6 +166,35 @@ class SimulationData:
             finite = np.isfinite(theta).all(1) & np.isfinite(phot).all(1)
             n_bad += int((good[start:stop] & ~finite).sum())
             good[start:stop] &= finite
+        if n_bad:
+            log.warning("%s: dropped %d rows with NaN/inf theta or photometry", self.path, n_bad)
+        self.n_nonfinite = n_bad
+        return good
+
+    def _scan_chunks(self):
+        """:meth:`_scan` of a file written by --simulate: one pass, chunk by chunk."""
+        good = np.zeros(self.n_rows, dtype=bool)
+        bad, n_bad, n_undone, n_chunks = [], 0, 0, 0
+        for k, rows, done, ok, arrays in scan_chunks(self.h5):
+            n_chunks += 1
+            if not done:
+                n_undone += 1
+                continue
+            if not ok:
+                bad.append(k)
+                continue
+            finite = np.isfinite(arrays["theta"]).all(1) & np.isfinite(arrays["phot"]).all(1)
+            valid = arrays["valid"].astype(bool)
+            n_bad += int((valid & ~finite).sum())
+            good[rows] = valid & finite
+        if bad:
+            raise TrainingError(
+                f"simulation file {self.path!r}: chunk(s) {chunk_ranges(bad)} of {n_chunks} "
+                "fail their checksum (corrupted bytes); rerun --simulate with --resume to "
+                "recompute them (python -m prospect_sim info FILE checks a file)")
+        if n_undone:
+            log.warning("%s: %d of %d chunks are not simulated yet; training on the rest",
+                        self.path, n_undone, n_chunks)
         if n_bad:
             log.warning("%s: dropped %d rows with NaN/inf theta or photometry", self.path, n_bad)
         self.n_nonfinite = n_bad

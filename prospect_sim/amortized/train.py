@@ -85,7 +85,7 @@ def run(ingredients, pool=None):
     opts = _options(rp)
     simfile = path_for(rp, "sims")
     checkpoint = path_for(rp, "flow")
-    problem = spec.model_problem(ingredients.model, ingredients.obs)
+    problem = spec.model_problem(ingredients.model, ingredients.obs, ingredients.sps)
     noise = ingredients.obs_noise
     if noise is None:
         try:
@@ -102,9 +102,7 @@ def run(ingredients, pool=None):
 
 
 def _check_problem(problem, data, noise, conditions):
-    found = {"theta_labels": data.theta_labels, "filter_names": data.filter_names,
-             "prior": data.prior}
-    diff = spec.differences(problem, found, what=f"simulation file {data.path!r}")
+    diff = spec.differences(problem, data.problem, what=f"simulation file {data.path!r}")
     if diff:
         raise TrainingError("the simulation file does not match the param file: " + "; ".join(diff)
                             + ". Re-run --simulate with this param file, or name the right "
@@ -258,8 +256,9 @@ def train(simfile, problem, noise, checkpoint, opts, resume=False, overwrite=Fal
     simfile : str
         Simulation HDF5 (DESIGN.md section 4).
     problem : dict
-        ``theta_labels``, ``filter_names``, ``prior`` expected of the file
-        (:func:`prospect_sim.amortized.spec.model_problem`).
+        ``theta_labels``, ``filter_names``, ``prior`` and (optionally) ``config``
+        expected of the file (:func:`prospect_sim.amortized.spec.model_problem`);
+        the checkpoint records it.
     noise : prospect_sim.amortized.noise.NoiseModel
     checkpoint : str
         Output ``.pt``; ``<stem>_best.pt`` and ``<stem>_log.csv`` are written beside it.
