@@ -2,24 +2,47 @@
 
 Output HDF5 (``outputs.path_for(run_params, "posterior")``):
 
-=====================  ===================  ==========================================
-``/samples``           (N, n_draws, D) f4   flow draws (absent with ``--summary_only``)
-``/median``            (N, D) f4            posterior medians (importance-weighted
-``/p16``, ``/p84``     (N, D) f4            with ``--importance``)
-``/flags``             (N,) u1              bit flags, see :data:`FLAGS`
-``/ess``               (N,) f4              importance-sampling ESS (``--importance``)
-``/log_weights``       (N, n_draws) f4      importance log weights (``--importance``)
-``/batches_done``      (K,) bool            batches written (for ``--resume``)
-attrs                                        ``param_labels``, ``checkpoint``, ``source``,
-                                             ``n_draws``, ``seed``, ``flags`` (JSON) ...
-=====================  ===================  ==========================================
+=======================  ===================  ==========================================
+``/samples``             (N, n_draws, D) f4   flow draws (absent with ``--summary_only``)
+``/median``              (N, D) f4            posterior medians (importance-weighted
+``/p16``, ``/p84``       (N, D) f4            with ``--importance``), 16th and 84th
+``/p2_5``, ``/p97_5``    (N, D) f4            and 2.5th and 97.5th percentiles
+``/flags``               (N,) u1              bit flags, see :data:`FLAGS`
+``/missing``             (N, B) bool          bands treated as missing (``filter_names``)
+``/id``                  (N,)                 the id column (``--id_column``, else ``id``
+                                              or ``objid`` when present; attr
+                                              ``id_column``), else the row number
+``/columns/<name>``      (N,)                 each ``--keep_columns`` column, as stored
+``/summary``             (N,) compound        one row per object: id, kept columns,
+                                              quantiles, ESS, bands, flags
+                                              (:mod:`.summary`; ``Table.read`` opens it)
+``/ess``                 (N,) f4              importance-sampling ESS (``--importance``)
+``/log_weights``         (N, n_draws) f4      importance log weights (``--importance``)
+``/batches_done``        (K,) bool            batches written (for ``--resume``)
+attrs                                         ``param_labels``, ``filter_names``,
+                                              ``checkpoint``, ``source``, ``n_draws``,
+                                              ``seed``, ``flags`` (JSON), ``id_column``,
+                                              ``keep_columns`` (JSON) ...
+=======================  ===================  ==========================================
+
+Text ids and columns are variable-length UTF-8 strings; numbers keep their
+type (a CSV column is an integer when every value is one).
 
 Objects are read, sampled and written ``--infer_batch`` rows at a time, so a
 catalogue never sits in memory; the file grows under ``<output>.part`` and is
 renamed when complete. ``--resume`` continues a ``.part`` file from its first
 batch not done; without ``--resume`` or ``--overwrite`` one is refused, never
 discarded. Batch ``k`` draws with a generator seeded by ``[seed, k]``,
-so a resumed run writes the same numbers as an uninterrupted one.
+so a resumed run writes the same numbers as an uninterrupted one. At the end
+the flagged rows are counted on stderr, by reason, and ``--summary FILE``
+writes the summary table also as FITS, CSV, ECSV or HDF5.
+
+Flag ``unseen_missing`` marks a row (still inferred) with a band missing
+that the checkpoint's noise model never left out in training (its
+``p_missing`` is 0 for that band): the network was never shown that case,
+so its posterior there is not to be trusted; train with ``p_missing`` > 0
+for the band (an :class:`~.noise.EmpiricalNoise` from the catalogue learns
+its missing fractions by default).
 """
 
 import contextlib
@@ -37,8 +60,9 @@ from ..errors import InferenceError, UsageError
 from ..interrupt import interruptible
 from ..outputs import write_failed
 from . import options, spec
+from . import summary as _summary
 from ._paths import check_writable, path_for
-from .catalog import Catalog, columns_for
+from .catalog import ID_COLUMNS, Catalog, load_column_map, photometry_columns, to_maggies
 from .posterior import AmortizedPosterior, load_checkpoint
 
 __all__ = ["run", "infer", "FLAGS", "ObsSource", "CatalogSource"]
@@ -46,7 +70,7 @@ __all__ = ["run", "infer", "FLAGS", "ObsSource", "CatalogSource"]
 log = logging.getLogger(__name__)
 
 #: Bit flags of ``/flags``.
-FLAGS = {"bad_value": 1, "no_bands": 2, "no_condition": 4, "low_ess": 8}
+FLAGS = {"bad_value": 1, "no_bands": 2, "no_condition": 4, "low_ess": 8, "unseen_missing": 16}
 _UNUSABLE = FLAGS["bad_value"] | FLAGS["no_bands"] | FLAGS["no_condition"]
 
 
@@ -65,6 +89,7 @@ class ObsSource:
     def __init__(self, obs, conditions, run_params):
         self.name = "obs"
         self.n_rows = 1
+        self.id_column, self.keep, self.extra_dtypes = "", [], {}
         self.flux = np.atleast_2d(np.asarray(obs.get("maggies"), dtype=float))
         self.unc = np.atleast_2d(np.asarray(obs.get("maggies_unc"), dtype=float))
         mask = obs.get("phot_mask")
@@ -82,28 +107,63 @@ class ObsSource:
 
     def read(self, start, stop):
         missing, flags = _missing_and_flags(self.flux, self.unc, self.cond, np.zeros(1, bool))
-        return self.flux, self.unc, missing, self.cond, flags
+        return self.flux, self.unc, missing, self.cond, flags, {}
 
     def close(self):
         pass
 
 
 class CatalogSource:
-    """Rows of a catalogue file (:mod:`.catalog`)."""
+    """Rows of a catalogue file (:mod:`.catalog`).
 
-    def __init__(self, path, filter_names, conditions):
+    Parameters
+    ----------
+    path : str
+    filter_names, conditions : list of str
+    id_column : str, optional
+        The id column (default: the first of ``id``, ``objid``, ``ID``, ``OBJID``
+        present, else none: the row number is the id).
+    keep_columns : list of str
+        Columns carried into the output as they are.
+    column_map : dict, optional
+        ``{our name: catalogue column}`` (``--columns``).
+    """
+
+    def __init__(self, path, filter_names, conditions, id_column=None, keep_columns=(),
+                 column_map=None):
         self.name = os.path.abspath(path)
         self.filters, self.conditions = list(filter_names), list(conditions)
-        self.cat = Catalog(path, columns_for(self.filters, self.conditions))
+        self.cat = Catalog(path, [])
+        try:
+            available = self.cat.available
+            self.bands, self.condition_columns = photometry_columns(
+                available, self.filters, self.conditions, column_map, path)
+            if id_column is None:
+                id_column = next((c for c in ID_COLUMNS if c in available), "")
+            elif id_column not in available:
+                raise UsageError(f"--id_column {id_column}: no such column in {path} (it has "
+                                 f"{', '.join(available)})")
+            self.id_column = id_column
+            self.keep = [c for c in dict.fromkeys(keep_columns) if c != id_column]
+            numeric = [c for _, a, b in self.bands for c in (a, b)] + self.condition_columns
+            self.cat.use(numeric, ([id_column] if id_column else []) + self.keep)
+        except BaseException:
+            self.cat.close()
+            raise
+        self.extra_dtypes = self.cat.extra_dtypes
         self.n_rows = self.cat.n_rows
 
     def read(self, start, stop):
-        v, bad = self.cat.read(start, stop)
-        flux = np.stack([v[f"{f}_flux"] for f in self.filters], axis=1)
-        unc = np.stack([v[f"{f}_unc"] for f in self.filters], axis=1)
-        cond = (np.stack([v[c] for c in self.conditions], axis=1) if self.conditions else None)
+        """``flux, unc`` (n, B) maggies, ``missing`` (n, B), ``cond`` (n, C) or None,
+        ``flags`` (n,) and the id and kept columns (dict) of rows [start, stop)."""
+        v, bad, extra = self.cat.read_block(start, stop)
+        pairs = [to_maggies(kind, v[a], v[b]) for kind, a, b in self.bands]
+        flux = np.stack([p[0] for p in pairs], axis=1)
+        unc = np.stack([p[1] for p in pairs], axis=1)
+        cond = (np.stack([v[c] for c in self.condition_columns], axis=1)
+                if self.conditions else None)
         missing, flags = _missing_and_flags(flux, unc, cond, bad)
-        return flux, unc, missing, cond, flags
+        return flux, unc, missing, cond, flags, extra
 
     def close(self):
         self.cat.close()
@@ -132,9 +192,16 @@ def run(ingredients, pool=None):
         raise UsageError(f"--condition {want}: the checkpoint was trained with conditions "
                          f"{ckpt['conditions']}; drop the flag or train again")
     names = ckpt["problem"]["filter_names"]
+    keep = [c.strip() for c in (opts["keep_columns"] or "").split(",") if c.strip()]
     if opts["catalog"]:
-        source = CatalogSource(opts["catalog"], names, ckpt["conditions"])
+        cmap = load_column_map(opts["columns"]) if opts["columns"] else None
+        source = CatalogSource(opts["catalog"], names, ckpt["conditions"],
+                               id_column=opts["id_column"], keep_columns=keep, column_map=cmap)
     else:
+        given = [f for f, v in (("--id_column", opts["id_column"]), ("--keep_columns", keep),
+                                ("--columns", opts["columns"])) if v]
+        if given:
+            raise UsageError(f"{', '.join(given)}: read from a catalogue; add --catalog FILE")
         source = ObsSource(ingredients.obs, ckpt["conditions"], rp)
     reweighter = None
     if opts["importance"]:
@@ -150,11 +217,22 @@ def run(ingredients, pool=None):
         source.close()
 
 
-def _open_output(part, post, n_rows, opts, checkpoint, source_name, n_batches, resume, importance):
-    attrs = {"checkpoint": os.path.abspath(checkpoint), "source": source_name,
+#: Layout of the output (the datasets of the module docstring); a ``.part`` file of
+#: another layout is not resumed.
+_LAYOUT = 2
+
+
+def _h5_dtype(dtype):
+    return h5py.string_dtype() if np.dtype(dtype).kind == "O" else np.dtype(dtype)
+
+
+def _open_output(part, post, n_rows, opts, checkpoint, source, n_batches, resume, importance):
+    attrs = {"checkpoint": os.path.abspath(checkpoint), "source": source.name,
              "n_objects": n_rows, "n_draws": int(opts["n_draws"]),
              "seed": int(opts["infer_seed"]), "batch_rows": int(opts["infer_batch"]),
-             "importance": bool(importance), "summary_only": bool(opts["summary_only"])}
+             "importance": bool(importance), "summary_only": bool(opts["summary_only"]),
+             "layout": _LAYOUT, "id_column": source.id_column,
+             "keep_columns": json.dumps(source.keep)}
     if float(opts["proposal_scale"]) != 1.0:
         attrs["proposal_scale"] = float(opts["proposal_scale"])
     if opts["bfloat16"]:
@@ -179,9 +257,15 @@ def _open_output(part, post, n_rows, opts, checkpoint, source_name, n_batches, r
     if not opts["summary_only"]:
         h5.create_dataset("samples", (n_rows, n, d), dtype="f4", chunks=(min(rows, 64), n, d),
                           fillvalue=np.nan)
-    for name in ("median", "p16", "p84"):
+    for name, _ in _summary.QUANTILES:
         h5.create_dataset(name, (n_rows, d), dtype="f4", fillvalue=np.nan)
     h5.create_dataset("flags", (n_rows,), dtype="u1")
+    h5.create_dataset("missing", (n_rows, len(post.problem["filter_names"])), dtype=bool)
+    id_dtype = source.extra_dtypes[source.id_column] if source.id_column else np.int64
+    h5.create_dataset("id", (n_rows,), dtype=_h5_dtype(id_dtype))
+    group = h5.create_group("columns")
+    for name in source.keep:
+        group.create_dataset(name, (n_rows,), dtype=_h5_dtype(source.extra_dtypes[name]))
     if importance:
         h5.create_dataset("ess", (n_rows,), dtype="f4", fillvalue=np.nan)
         h5.create_dataset("log_weights", (n_rows, n), dtype="f4", chunks=(min(rows, 256), n),
@@ -227,8 +311,15 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
 
     from .train import resolve_device
     opts = {**options.DEFAULTS, **opts}
+    if opts["summary"]:
+        if os.path.abspath(str(opts["summary"])) == os.path.abspath(out):
+            raise UsageError(f"--summary {opts['summary']} is the posterior file itself; "
+                             "name another file")
+        _summary.check_path(opts["summary"], {"resume": resume, "overwrite": overwrite})
     if os.path.exists(out) and resume and not overwrite:
-        return out  # already complete
+        if opts["summary"]:  # already complete; its table, if asked for
+            _summary.write_file(out, opts["summary"])
+        return out
     check_writable(out, {"resume": resume, "overwrite": overwrite}, "posterior file")
     if opts["n_draws"] < 1 or opts["infer_batch"] < 1:
         raise UsageError(f"--n_draws {opts['n_draws']} and --infer_batch {opts['infer_batch']} "
@@ -254,19 +345,20 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
         post.compile_sampling(rows)
     n_batches = max(1, -(-n_rows // rows))
     try:
-        h5 = _open_output(part, post, n_rows, opts, checkpoint, source.name, n_batches,
+        h5 = _open_output(part, post, n_rows, opts, checkpoint, source, n_batches,
                           resume, reweighter is not None)
     except OSError as err:  # full disk, quota, read-only: nothing written worth keeping
         with contextlib.suppress(OSError):
             if not (resume and os.path.exists(part)):
                 os.remove(part)
         raise write_failed(part, err, InferenceError, "posterior file") from err
-    failed = None
+    failed, report = None, []
     # One handle per dataset held open for the run: HDF5 then writes their chunk caches
     # in h5.flush(), which raises on a full disk. Without them each h5[name] is closed
     # at once, and a failed write there is only printed (h5py ignores errors in
     # __dealloc__): the batch is marked done with its data lost.
-    held = [h5[name] for name in h5]
+    held = [h5[name] for name in h5 if isinstance(h5[name], h5py.Dataset)]
+    held += [h5["columns"][name] for name in h5["columns"]]
     row_bytes = sum(d.dtype.itemsize * int(np.prod(d.shape[1:])) for d in held
                     if d.shape[:1] == (n_rows,))
     try:
@@ -285,9 +377,11 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
                 bar.update(stop - start)
                 check_interrupt()  # a Ctrl-C swallowed by a finaliser stops us here
         bar.close()
-        n_flag = int(np.count_nonzero(h5["flags"][:] & _UNUSABLE))
-        if n_flag:
-            log.warning("%d of %d objects could not be used (flags in %s)", n_flag, n_rows, out)
+        _summary.write_into(h5)
+        _flush(h5)
+        report = _summary.flag_report(h5["flags"][:], h5["missing"][:], FLAGS,
+                                      post.problem["filter_names"],
+                                      float(opts["min_ess"]) if reweighter is not None else None)
     except OSError as err:  # a failed write (full disk, quota): stop here, close cleanly
         failed = err
     finally:
@@ -302,6 +396,12 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
         os.replace(part, out)
     except OSError as err:
         raise write_failed(out, err, InferenceError, "posterior file") from err
+    for line in report:
+        log.warning("%s", line)
+    if report:
+        log.warning("the flags of each row are in %s (/flags, and the summary table)", out)
+    if opts["summary"]:
+        log.info("summary table %s", _summary.write_file(out, opts["summary"]))
     return out
 
 
@@ -341,16 +441,25 @@ def _write_stopped(part, err):
                         "with --resume to continue")
 
 
+#: The quantiles of ``_summary.QUANTILES`` in increasing order: (dataset, fraction).
+_QUANT = sorted(((name, q / 100.0) for name, q in _summary.QUANTILES), key=lambda t: t[1])
+
+
 def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen, gemm_dtype=None):
     try:
-        flux, unc, missing, cond, flags = source.read(start, stop)
+        flux, unc, missing, cond, flags, extra = source.read(start, stop)
     except OSError as err:  # not a write failure: say so
         raise InferenceError(f"cannot read rows {start}-{stop} of {source.name}: "
                              f"{' '.join(str(err).split())}") from err
     good = (flags & _UNUSABLE) == 0
+    # a band missing here that the training noise never left out: still inferred, flagged
+    never = np.asarray(post.noise.p_missing) <= 0
+    unseen = good & (missing & never).any(1)
+    flags = flags | np.where(unseen, FLAGS["unseen_missing"], 0).astype(np.uint8)
     n, d = int(opts["n_draws"]), len(post.labels)
+    qs = [q for _, q in _QUANT]
     samples = np.full((stop - start, n, d), np.nan, dtype=np.float32)  # written as f4
-    quant = np.full((3, stop - start, d), np.nan, dtype=np.float32)
+    quant = np.full((len(qs), stop - start, d), np.nan, dtype=np.float32)
     if good.any():
         f, u, m = np.nan_to_num(flux[good]), np.nan_to_num(unc[good]), missing[good]
         c = cond[good] if cond is not None else None
@@ -367,7 +476,7 @@ def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen, gemm_dtyp
             from .importance import ess, weighted_quantiles
             log_w = reweighter.log_weights(full, log_q, f, u, m)
             e = ess(log_w)
-            quant[:, good] = weighted_quantiles(theta, log_w, [0.16, 0.5, 0.84])
+            quant[:, good] = weighted_quantiles(theta, log_w, qs)
             lw = np.full((stop - start, n), np.nan)
             lw[good] = log_w
             es = np.full(stop - start, np.nan)
@@ -378,10 +487,14 @@ def _infer_batch(h5, post, source, start, stop, opts, reweighter, gen, gemm_dtyp
             low[good] = e < float(opts["min_ess"])
             flags = flags | np.where(low, FLAGS["low_ess"], 0).astype(np.uint8)
         else:  # percentiles of the float32 draws that are written
-            quant[:, good] = np.quantile(samples[good], [0.16, 0.5, 0.84], axis=1)
+            quant[:, good] = np.quantile(samples[good], qs, axis=1)
     if "samples" in h5:
         h5["samples"][start:stop] = samples
-    h5["p16"][start:stop] = quant[0]
-    h5["median"][start:stop] = quant[1]
-    h5["p84"][start:stop] = quant[2]
+    for (name, _), values in zip(_QUANT, quant):
+        h5[name][start:stop] = values
     h5["flags"][start:stop] = flags
+    h5["missing"][start:stop] = missing
+    h5["id"][start:stop] = (extra[source.id_column] if source.id_column
+                            else np.arange(start, stop, dtype=np.int64))
+    for name in source.keep:
+        h5["columns"][name][start:stop] = extra[name]

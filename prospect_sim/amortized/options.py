@@ -30,6 +30,8 @@ DEFAULTS = dict(
     # inference
     catalog=None, n_draws=1000, infer_batch=256, importance=False,
     min_ess=50.0, summary_only=False, infer_seed=0, proposal_scale=1.0,
+    summary=None, keep_columns=None, columns=None,
+    id_column=None,  # the flag is prospect_sim.catalog_fit's (--infer reads it too)
     # validation
     n_validate=2000, validate_draws=500,
 )
@@ -112,7 +114,18 @@ def add_arguments(parser):
          help="skip the validation that otherwise runs at the end of --train")
     _add(g, "--catalog", default=d["catalog"], metavar="FILE",
          help="catalogue (CSV, HDF5 or FITS) with columns <filter>_flux and "
-              "<filter>_unc in maggies per filter; default: the param file's obs")
+              "<filter>_unc in maggies, or <filter>_mag and <filter>_magerr (AB), per "
+              "filter; default: the param file's obs")
+    _add(g, "--columns", default=d["columns"], metavar="MAP.json",
+         help="--infer --catalog: JSON object naming the catalogue's columns, e.g. "
+              '{"des_g_flux": "FLUX_G", "des_g_unc": "FLUXERR_G", "zred": "z_spec"}')
+    _add(g, "--keep_columns", default=d["keep_columns"], metavar="A,B",
+         help="--infer --catalog: catalogue columns carried into the posterior file and its "
+              "summary table (e.g. ra,dec)")
+    _add(g, "--summary", default=d["summary"], metavar="FILE",
+         help="--infer: also write the summary table (one row per object: id, median and "
+              "2.5/16/84/97.5 percentiles, ESS, flags) to FILE (.fits, .csv, .ecsv, .h5); "
+              "it is always in the posterior file as /summary")
     _add(g, "--n_draws", type=int, default=d["n_draws"], help="posterior draws per object")
     _add(g, "--infer_batch", type=int, default=d["infer_batch"],
          help="objects per inference batch (one write per batch)")
@@ -125,7 +138,8 @@ def add_arguments(parser):
               "this much wider, weighted against the equal mixture (2 raises the ESS of "
               "bright objects the flow makes too narrow; 1: the flow alone)")
     _add(g, "--summary_only", action="store_true", default=False,
-         help="write medians and percentiles only, not the samples")
+         help="write the summaries only (percentiles, flags, the summary table), not the "
+              "samples")
     _add(g, "--infer_seed", type=int, default=d["infer_seed"], help="seed of posterior draws")
     _add(g, "--n_validate", type=int, default=d["n_validate"],
          help="held-out simulations used by --validate")
