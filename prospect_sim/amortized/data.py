@@ -76,6 +76,13 @@ class SimulationData:
             raise TrainingError(f"cannot open the simulation file {self.path!r} ({err}); run "
                                 "the param file with --simulate first, or name the file "
                                 "with --simfile") from None
+        try:
+            self._open(val_fraction, n_test, block_rows)
+        except BaseException:   # a refused file is closed, so it can be opened again
+            self.h5.close()
+            raise
+
+    def _open(self, val_fraction, n_test, block_rows):
         missing = [k for k in ("theta", "phot") if k not in self.h5]
         missing += [a for a in ("theta_labels", "filter_names") if a not in self.h5.attrs]
         if missing:

@@ -236,3 +236,41 @@ def test_trains_on_cuda_and_loads_on_cpu(toy, simfile, tmp_path):
     theta, _ = post.sample(np.full((2, 3), 1e-9), np.full((2, 3), 5e-11),
                            np.zeros((2, 3), bool), None, 5)
     assert theta.shape == (2, 5, 2)
+
+
+@pytest.fixture
+def stored_simfile(toy, tmp_path):
+    """The toy's simulations written through SimulationStore, so with chunk checksums
+    (chunk 3 of 4 left undone)."""
+    from prospect_sim.store import SimulationStore
+    rng = np.random.default_rng(5)
+    path = str(tmp_path / "stored_sims.h5")
+    with SimulationStore.create(path, theta_labels=toy.theta_labels,
+                                filter_names=toy.filter_names, extras=["mfrac"],
+                                n_samples=1000, chunk_size=250, seed=0,
+                                attrs={"prior": json.dumps(toy.problem["prior"])}) as store:
+        for k in range(3):
+            theta = rng.random((250, toy.n_params))
+            store.write_chunk(k, theta, toy.phot(theta), {"mfrac": np.ones(250)},
+                              np.ones(250, bool))
+    return path
+
+
+def test_a_chunk_with_corrupted_bytes_is_refused_naming_it(toy, stored_simfile, tmp_path):
+    """The checksums are checked while the usable rows are found; a corrupted chunk
+    stops training before any epoch (it would train into NaN), the intact file trains."""
+    with SimulationData(stored_simfile, block_rows=100) as data:
+        assert data.n_good == 750 and data.n_nonfinite == 0
+    ck = str(tmp_path / "f.pt")
+    train(stored_simfile, toy.problem, toy.noise, ck, dict(TINY, epochs=1), quiet=True)
+    assert np.isfinite(load_checkpoint(ck)["history"][0]["train_loss"])
+    with h5py.File(stored_simfile, "r+") as h5:   # finite garbage, behind the store's back
+        h5["phot"][300, 1] = 1e300
+    with pytest.raises(TrainingError, match=r"chunk\(s\) 1 of 4 fail their checksum") as err:
+        train(stored_simfile, toy.problem, toy.noise, str(tmp_path / "g.pt"), TINY, quiet=True)
+    assert stored_simfile in str(err.value) and "--resume" in str(err.value)
+    assert not (tmp_path / "g.pt").exists()
+    with h5py.File(stored_simfile, "r+") as h5:   # an extra column counts too
+        h5["extras/mfrac"][10] = 0.5
+    with pytest.raises(TrainingError, match=r"chunk\(s\) 0-1 of 4"):
+        SimulationData(stored_simfile)

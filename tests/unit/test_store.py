@@ -256,3 +256,24 @@ def test_readable_with_astropy_and_pandas(tmp_path):
         assert df["zred"].tolist() == list(np.arange(8.0))
     table = Table.read(path, path="phot")
     assert len(table) == 8
+
+
+def test_scan_chunks_reads_every_chunk_and_checks_the_done_ones(tmp_path):
+    from prospect_sim.store import scan_chunks
+    path = tmp_path / "s.h5"
+    with _create(path) as store:
+        for k in (0, 2):
+            store.write_chunk(k, *_chunk(store, k))
+    with h5py.File(path, "r+") as f:
+        f["extras/stellar_mass"][9] = 1.0           # chunk 2's last row
+    with h5py.File(path, "r") as f:
+        seen = list(scan_chunks(f))
+    assert [(k, r, done, ok) for k, r, done, ok, _ in seen] == [
+        (0, slice(0, 4), True, True), (1, slice(4, 8), False, None),
+        (2, slice(8, 10), True, False)]
+    arrays = seen[0][4]
+    assert sorted(arrays) == ["extras/mfrac", "extras/stellar_mass", "phot", "theta", "valid"]
+    np.testing.assert_array_equal(arrays["theta"][:, 0], [0, 1, 2, 3])
+    with SimulationStore(path) as store:            # verify agrees
+        with pytest.raises(StoreError, match=r"chunk\(s\) 2 fail"):
+            store.verify()
