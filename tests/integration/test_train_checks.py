@@ -7,6 +7,7 @@ the one line on stderr and the exit status 2 a user sees. One 600-row simulation
 and one tiny training (a few seconds) serve every test.
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -55,6 +56,14 @@ def made(tmp_path_factory):
     ckpt = d / "run_flow.pt"
     assert ckpt.is_file()
     return sims, ckpt
+
+
+def test_the_simulation_file_records_the_fixed_configuration(made):
+    sims, _ = made
+    with h5py.File(sims, "r") as f:
+        config = json.loads(f.attrs["fixed_config"])
+    assert config == {"model": "SpecModel", "fixed": {"sfh": 4, "imf_type": 2, "dust_type": 0},
+                      "sps": {"class": "ToySPS"}}
 
 
 def _copy(src, tmp_path, name):

@@ -86,6 +86,9 @@ def _problem(model, sps=None):
      "fixed parameter agebins: [[0, 8], [8, 9], [9, 10]] in the param file, "
      "[[0.0, 8.0], [8.0, 9.5], [9.5, 10.0]] in the "),
     (dict(library="MILES"), "fixed parameter library: 'miles' in the param file, 'MILES' in"),
+    (dict(agebins=np.array([[0, 8], [8, 9.0001], [9.0001, 10]])),   # 1e-5 relative
+     "fixed parameter agebins: [[0, 8], [8, 9], [9, 10]] in the param file, "
+     "[[0.0, 8.0], [8.0, 9.0001], [9.0001, 10.0]] in the "),
 ])
 def test_a_changed_fixed_parameter_is_named_with_both_values(change, fragment):
     diff = spec.differences(_problem(_model()), _problem(_model(**change)), WHAT)
