@@ -2,9 +2,10 @@
 
 :func:`describe` opens the file read-only, checks its structure, reads every
 complete chunk against its checksum, and returns a one-screen description:
-provenance, progress, invalid rows, parameter ranges against their priors,
-photometry ranges, and a content digest (SHA-256 of the datasets, equal for
-files with the same draws whatever the number of workers that made them).
+provenance, the fixed parameters, progress, invalid rows, parameter ranges
+against their priors, photometry ranges, and a content digest (SHA-256 of the
+datasets, equal for files with the same draws whatever the number of workers
+that made them).
 """
 
 import hashlib
@@ -54,6 +55,7 @@ def describe(path):
                  f"{text('finished') or 'no'}"
                  + (f"; last resumed: {text('last_resumed')}" if text('last_resumed') else ""),
                  f"  sps:       {text('sps', '?')}, {text('forward_path', '?')} path",
+                 f"  fixed:     {_fixed(text('fixed_config'))}",
                  f"  draws:     seed {store.seed}, design {text('design', 'random')}, "
                  f"chunk_size {store.chunk_size}",
                  f"  rows:      {report['rows_done']:,} of {n:,} done ({k_done}/{k_all} chunks)"
@@ -120,6 +122,25 @@ def _ranges(store, done):
             out[key][0] = np.minimum(out[key][0], block.min(axis=0))
             out[key][1] = np.maximum(out[key][1], block.max(axis=0))
     return out
+
+
+def _fixed(config_text):
+    """'dust_type=0, imf_type=2, sfh=4 (SpecModel)' from the ``fixed_config`` attribute."""
+    if not config_text:
+        return "not recorded (a file made before fixed_config)"
+    try:
+        config = json.loads(config_text)
+    except ValueError:
+        return "unreadable"
+    items = []
+    for name, value in sorted((config.get("fixed") or {}).items()):
+        if isinstance(value, dict) and "depends_on" in value:
+            value = f"f({value['depends_on']})"
+        elif isinstance(value, dict):
+            value = next(iter(value.values()), "?")
+        text = json.dumps(value) if not isinstance(value, str) else value
+        items.append(f"{name}={text if len(text) <= 40 else text[:37] + '...'}")
+    return (", ".join(items) or "none") + f" ({config.get('model', '?')})"
 
 
 def _num(x):

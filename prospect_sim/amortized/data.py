@@ -198,7 +198,7 @@ class SimulationData:
             raise TrainingError(
                 f"simulation file {self.path!r}: chunk(s) {chunk_ranges(bad)} of {n_chunks} "
                 "fail their checksum (corrupted bytes); rerun --simulate with --resume to "
-                "recompute them (python -m prospect_sim info FILE checks a file)")
+                f"recompute them, or see python -m prospect_sim info {self.path}")
         if n_undone:
             log.warning("%s: %d of %d chunks are not simulated yet; training on the rest",
                         self.path, n_undone, n_chunks)

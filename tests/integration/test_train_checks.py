@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from prospect_sim import cli
+from prospect_sim import cli, info
 
 TOY = Path(__file__).with_name("simulate_toy_params.py")
 TRAIN = ["--epochs", "1", "--batch_size", "64", "--hidden", "8", "--transforms", "1",
@@ -64,6 +64,20 @@ def test_the_simulation_file_records_the_fixed_configuration(made):
         config = json.loads(f.attrs["fixed_config"])
     assert config == {"model": "SpecModel", "fixed": {"sfh": 4, "imf_type": 2, "dust_type": 0},
                       "sps": {"class": "ToySPS"}}
+    assert "  fixed:     dust_type=0, imf_type=2, sfh=4 (SpecModel)\n" in info.describe(sims)
+
+
+def test_resuming_a_file_made_before_fixed_config_records_it(made, tmp_path):
+    sims, _ = made
+    old = _copy(sims, tmp_path, "old_sims.h5")
+    with h5py.File(old, "r+") as f:
+        expected = f.attrs["fixed_config"]
+        del f.attrs["fixed_config"]
+    assert "fixed:     not recorded" in info.describe(old)
+    assert _main(TOY, "--simulate", "--n_samples", 600, "--chunk_size", 200, "--simfile", old,
+                 "--resume") == 0
+    with h5py.File(old, "r") as f:
+        assert f.attrs["fixed_config"] == expected
 
 
 def _copy(src, tmp_path, name):
