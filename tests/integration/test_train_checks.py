@@ -147,6 +147,26 @@ def test_a_changed_fixed_parameter_is_refused_by_train_and_infer(made, tmp_path,
     assert (tmp_path / "y_posterior.h5").is_file()
 
 
+def test_another_sps_is_refused_by_train_and_infer(made, tmp_path, capsys):
+    """The sps's own configuration is recorded too (here its class: the same photometry
+    from another sps class is refused, as another library would be)."""
+    sims, ckpt = made
+    text = TOY.read_text()
+    anchor = "    return ToySPS(delay=toy_delay, nan_above=toy_nan_above)\n"
+    assert text.count(anchor) == 1
+    other = tmp_path / "other_sps_params.py"
+    other.write_text(text.replace(anchor, anchor.replace("ToySPS(", "OtherSPS(")).replace(
+        "\ndef build_model", "\nclass OtherSPS(ToySPS):\n    pass\n\n\ndef build_model"))
+    capsys.readouterr()
+    assert _main(other, "--train", "--simfile", sims, "--outfile", tmp_path / "x", *TRAIN) == 2
+    assert "sps class: 'OtherSPS' in the param file, 'ToySPS' in the simulation file" \
+        in _one_line(capsys)
+    assert _main(other, "--infer", "--checkpoint", ckpt, "--outfile", tmp_path / "x",
+                 "--n_draws", 10) == 2
+    assert "sps class: 'OtherSPS' in the param file, 'ToySPS' in the checkpoint" \
+        in _one_line(capsys)
+
+
 def test_a_file_made_before_fixed_config_is_checked_from_its_model_config(made, tmp_path,
                                                                           capsys):
     """Simulation files made before ``fixed_config`` was written have ``model_config``
