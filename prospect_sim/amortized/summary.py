@@ -43,6 +43,10 @@ FORMATS = {".fits": "fits", ".fit": "fits", ".csv": "ascii.csv", ".ecsv": "ascii
 
 _BLOCK = 65536
 
+#: The ``/summary`` attributes as FITS header keywords.
+_FITS_KEYS = {"flags": "FLAGS", "quantiles": "QUANTILE", "id_column": "IDCOLUMN",
+              "param_labels": "PARAMS"}
+
 
 def column_names(labels, id_name, keep):
     """The summary's columns, in order; a UsageError if two would have the same name."""
@@ -127,6 +131,8 @@ def write_file(posterior, path):
     table = Table.read(posterior, path="summary")
     if fmt.startswith("ascii"):
         table.convert_bytestring_to_unicode()
+    if fmt == "fits":  # header keywords of at most 8 characters
+        table.meta = {_FITS_KEYS.get(k, k[:8].upper()): v for k, v in table.meta.items()}
     kw = {"path": "summary"} if fmt == "hdf5" else {}
     with atomic_path(path, InferenceError, "summary table") as tmp:
         table.write(tmp, format=fmt, overwrite=True, **kw)

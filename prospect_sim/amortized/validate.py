@@ -6,13 +6,20 @@ file of the same problem, every usable row is held out. Each simulation gets
 noise from the checkpoint's noise model (a fixed generator), ``--validate_draws``
 posterior draws, and the diagnostics of :mod:`.diagnostics`.
 
-Writes beside the checkpoint (regenerated on every run; they are derived
-from the checkpoint and the simulation file):
+Writes beside the checkpoint ``<stem>.pt``:
 
 - ``<stem>_validation.json``: coverage per level and parameter, its largest
   deviation, SBC rank histograms, TARP curve, counts, files used;
 - ``<stem>_coverage.csv``: level, then one coverage column per parameter;
 - ``<stem>_coverage.png``, ``_ranks.png``, ``_tarp.png``, ``_corner.png``.
+
+Those are the names of the validation at the end of ``--train`` (made again
+with the checkpoint). The ``--validate`` mode writes its own set,
+``<stem>_validate.json``, ``<stem>_validate_coverage.csv``,
+``<stem>_validate_coverage.png``, ``_validate_ranks.png``,
+``_validate_tarp.png``, ``_validate_corner.png``, so it never replaces what
+``--train`` wrote; and, as every mode, it refuses to replace its own set
+from an earlier run without ``--overwrite`` (checked before any work).
 """
 
 import json
@@ -36,10 +43,29 @@ log = logging.getLogger(__name__)
 _TEST_STREAM = 2 ** 31 - 3
 
 
-def report_paths(checkpoint):
+#: The tag of the ``--validate`` mode's report names (:func:`report_paths`).
+MODE_TAG = "validate"
+
+_REPORTS = ("validation.json", "coverage.csv", "coverage.png", "ranks.png", "tarp.png",
+            "corner.png")
+
+
+def report_paths(checkpoint, tag=None):
+    """Report files beside ``checkpoint``: ``{kind: path}``.
+
+    ``tag`` None: the names of ``--train``'s validation (``<stem>_validation.json``,
+    ``<stem>_coverage.png``, ...); a tag ``t``: ``<stem>_t.json``, ``<stem>_t_coverage.png``, ...
+
+    >>> report_paths("run/x_flow.pt", "validate")["validation.json"]
+    'run/x_flow_validate.json'
+    >>> report_paths("run/x_flow.pt")["ranks.png"]
+    'run/x_flow_ranks.png'
+    """
     stem = os.path.splitext(checkpoint)[0]
-    return {k: f"{stem}_{k}" for k in ("validation.json", "coverage.csv", "coverage.png",
-                                       "ranks.png", "tarp.png", "corner.png")}
+    if tag is None:
+        return {k: f"{stem}_{k}" for k in _REPORTS}
+    return {k: f"{stem}_{tag}.json" if k == "validation.json" else f"{stem}_{tag}_{k}"
+            for k in _REPORTS}
 
 
 def run(ingredients, pool=None):
@@ -47,7 +73,22 @@ def run(ingredients, pool=None):
     rp = ingredients.run_params
     opts = {k: options.get(rp, k) for k in options.DEFAULTS}
     checkpoint, _ = load_matching_checkpoint(ingredients)
-    return validate(checkpoint, path_for(rp, "sims"), opts, quiet=bool(rp.get("quiet")))
+    return validate(checkpoint, path_for(rp, "sims"), opts, quiet=bool(rp.get("quiet")),
+                    tag=MODE_TAG, overwrite=bool(rp.get("overwrite")))
+
+
+def _check_replaceable(paths, overwrite):
+    """UsageError, before any work, when a report exists and ``overwrite`` is off."""
+    found = [p for p in paths.values() if os.path.exists(p)]
+    if found and not overwrite:
+        more = f" (and {len(found) - 1} more of its files)" if len(found) > 1 else ""
+        raise UsageError(f"--validate: output {found[0]} already exists{more}, from an "
+                         "earlier --validate of this checkpoint; pass --overwrite to "
+                         "replace them")
+    folder = os.path.dirname(os.path.abspath(paths["validation.json"]))
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"--validate: cannot write in {folder}/ (beside the checkpoint); "
+                         "make it writable or copy the checkpoint elsewhere")
 
 
 def _held_out(data, ckpt, n):
@@ -62,10 +103,24 @@ def _held_out(data, ckpt, n):
     return 0, data.n_rows
 
 
-def validate(checkpoint, simfile, opts, quiet=False):
-    """Compute and write the calibration report; returns the JSON path."""
+def validate(checkpoint, simfile, opts, quiet=False, tag=None, overwrite=True):
+    """Compute and write the calibration report; returns the JSON path.
+
+    Parameters
+    ----------
+    checkpoint, simfile : str
+    opts : dict
+        ``n_validate``, ``validate_draws``, ``bfloat16``.
+    tag : str, optional
+        Names of the report files (:func:`report_paths`): None for ``--train``'s,
+        :data:`MODE_TAG` for the ``--validate`` mode's.
+    overwrite : bool
+        False: a :class:`UsageError` before any work if one of them exists.
+    """
     from tqdm.auto import tqdm
     opts = {**options.DEFAULTS, **opts}
+    paths = report_paths(checkpoint, tag)
+    _check_replaceable(paths, overwrite)
     ckpt = load_checkpoint(checkpoint, InferenceError)
     post = AmortizedPosterior.from_checkpoint(ckpt)
     n_draws, n_max = int(opts["validate_draws"]), int(opts["n_validate"])
@@ -122,10 +177,10 @@ def validate(checkpoint, simfile, opts, quiet=False):
     bounds = np.array([ckpt["problem"]["prior"][t]["bounds"] for t in post.labels], dtype=float)
     alphas, ecp = diagnostics.tarp(thinned, truth, bounds[:, 0], bounds[:, 1],
                                    np.random.default_rng([seed, _TEST_STREAM, 1]))
-    paths = report_paths(checkpoint)
     hist_edges = np.linspace(0, n_draws + 1, 21)
     report = {
         "checkpoint": os.path.abspath(checkpoint), "simfile": os.path.abspath(simfile),
+        "written_by": "--validate" if tag else "--train",
         "rows": [int(lo), int(hi)], "n_objects": int(len(truth)), "n_draws": n_draws,
         "bfloat16": bool(opts["bfloat16"]),
         "param_labels": post.labels, "levels": levels.tolist(),

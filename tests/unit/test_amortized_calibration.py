@@ -10,6 +10,7 @@ fails them.
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +81,43 @@ def test_coverage_sbc_and_tarp_on_held_out_simulations(trained):
     assert low["bfloat16"] is True
     for label, cov in low["coverage"].items():
         np.testing.assert_allclose(cov, report["coverage"][label], atol=0.02)
+
+
+def test_validate_mode_keeps_the_training_reports_and_refuses_to_replace_its_own(
+        trained, monkeypatch):
+    """--validate writes under its own names beside the checkpoint (never over what the
+    validation at the end of --train wrote), and a second --validate is refused without
+    --overwrite, before any work, as every mode's output is."""
+    from types import SimpleNamespace
+
+    from prospect_sim.amortized import validate as validate_mod
+    from prospect_sim.errors import UsageError
+    _, sims, ck = trained
+    small = dict(n_validate=50, validate_draws=20)
+    validate(ck, sims, small, quiet=True)              # as --train does at its end
+    trained_reports = {p: Path(p).read_bytes() for p in report_paths(ck).values()}
+    mine = report_paths(ck, validate_mod.MODE_TAG)
+    assert not set(mine.values()) & set(trained_reports)
+    for p in mine.values():
+        if os.path.exists(p):
+            os.remove(p)
+    monkeypatch.setattr(validate_mod, "load_matching_checkpoint", lambda ingredients: (ck, None))
+    rp = dict(small, simfile=sims, checkpoint=ck, quiet=True)
+    assert validate_mod.run(SimpleNamespace(run_params=rp)) == mine["validation.json"]
+    for p in mine.values():
+        assert os.path.getsize(p) > 0, p
+    with open(mine["validation.json"]) as fh:
+        assert json.load(fh)["written_by"] == "--validate"
+    first = {p: os.stat(p).st_mtime_ns for p in mine.values()}
+
+    def no_work(*args, **kw):
+        raise AssertionError("--validate worked before refusing")
+
+    with monkeypatch.context() as m:
+        m.setattr(validate_mod, "SimulationData", no_work)
+        with pytest.raises(UsageError, match=r"_validate\.json already exists.*--overwrite"):
+            validate_mod.run(SimpleNamespace(run_params=rp))
+    assert {p: os.stat(p).st_mtime_ns for p in mine.values()} == first
+    validate_mod.run(SimpleNamespace(run_params=dict(rp, overwrite=True)))
+    assert os.stat(mine["validation.json"]).st_mtime_ns != first[mine["validation.json"]]
+    assert {p: Path(p).read_bytes() for p in trained_reports} == trained_reports

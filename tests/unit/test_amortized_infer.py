@@ -177,8 +177,10 @@ def test_interrupted_inference_resumes_to_the_same_file(trained, tmp_path, sourc
     infer(ck, ck_path, source(csv, toy), out, INFER, resume=True,
           quiet=True)
     with h5py.File(ref) as a, h5py.File(out) as b:
-        for key in ("samples", "median", "flags"):
+        for key in ("samples", "median", "p2_5", "p97_5", "flags", "missing", "id"):
             np.testing.assert_array_equal(a[key][:], b[key][:])
+        for name in a["summary"].dtype.names:
+            np.testing.assert_array_equal(a["summary"][name], b["summary"][name])
     with pytest.raises(UsageError, match="exists"):
         infer(ck, ck_path, source(csv, toy), out, INFER, quiet=True)
 
@@ -338,13 +340,21 @@ def test_obs_source_and_summary_only(trained, tmp_path):
                 dict(INFER, n_draws=400, summary_only=True), quiet=True)
     with h5py.File(out) as h5:
         assert "samples" not in h5 and h5["median"].shape == (1, 2)
+        assert h5.attrs["id_column"] == "" and h5["id"][:].tolist() == [0]
         # a net trained 3 epochs on 2,700 sims (accuracy is checked in test_amortized_calibration)
         np.testing.assert_allclose(h5["median"][0], [0.3, 0.6], atol=0.2)
+    from astropy.table import Table
+    table = Table.read(out)       # the summary table, also with --summary_only
+    assert table["row"].tolist() == [0] and table["n_bands"][0] == 3
+    with h5py.File(out) as h5:
+        np.testing.assert_array_equal(table["t1_median"], h5["median"][:, 1])
     with pytest.raises(InferenceError, match="--condition zred"):
         ObsSource(obs, ["zred"], {})
 
 
-def test_importance_sampling_reports_ess_and_flags_outliers(trained, tmp_path, source):
+def test_importance_sampling_reports_ess_and_flags_outliers(trained, tmp_path, source, caplog,
+                                                            package_log_off_stderr):
+    from astropy.table import Table
     toy, ck_path, ck = trained
     rw = Reweighter(None, None, None, ck["problem"], predict=lambda m, s, o, th: (toy.phot(th), {}))
     rng = np.random.default_rng(1)
@@ -361,6 +371,9 @@ def test_importance_sampling_reports_ess_and_flags_outliers(trained, tmp_path, s
     assert np.all((e >= 1) & (e <= 400))
     # the fitted rows keep most of their 400 draws (about 350-390), the outlier 10%
     assert e[7] < 100 and flags[7] == FLAGS["low_ess"] and not flags[:7].any()
+    assert "1 of 8 objects flagged" in caplog.text
+    assert "1 with flag 8 (low_ess): importance-sampling ESS below --min_ess 100" in caplog.text
+    np.testing.assert_array_equal(Table.read(out)["ess"], e)
     mu = np.array([toy.posterior(f)[0] for f in flux[:7]])
     sd = np.sqrt(np.diag(toy.posterior(flux[0])[1]))
     assert np.all(np.abs(med[:7] - mu).mean(0) < 0.5 * sd)
@@ -482,3 +495,206 @@ def test_importance_predicts_in_bounded_pieces(trained, monkeypatch):
         theta, log_q, flux, unc, missing)
     assert rows == [40, 40, 40, 30]
     np.testing.assert_array_equal(pieces, whole)
+
+
+# --- ids, kept columns, summary table, magnitudes, column maps, honest flags ---------------
+
+def _grid_catalogue(toy, order):
+    """Noiseless rows on a 4 x 4 grid of theta (spacing 0.15; a posterior sd is 0.04), in
+    ``order``, with ids that are not the row numbers; returns (theta, flux, unc, ids)."""
+    g = np.linspace(0.25, 0.7, 4)
+    theta = np.array([[a, b] for a in g for b in g])[order]
+    flux = toy.phot(theta)
+    unc = np.full(flux.shape, toy.sigma * toy.scale)
+    ids = 1000 + 7 * np.asarray(order)       # the id follows its object, not the row
+    return theta, flux, unc, ids
+
+
+def _text(v):
+    return repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)
+
+
+def _write_table_csv(path, toy, ids, flux, unc, extra=None, names=None):
+    names = names or ([f"{f}_flux" for f in toy.filter_names]
+                      + [f"{f}_unc" for f in toy.filter_names])
+    extra = extra or {}
+    with open(path, "w") as fh:
+        fh.write(",".join(["objid", *extra, *names]) + "\n")
+        for i in range(len(flux)):
+            vals = [str(ids[i])] + [str(v[i]) for v in extra.values()]
+            fh.write(",".join(vals + [_text(v) for v in flux[i]]
+                              + [_text(v) for v in unc[i]]) + "\n")
+    return str(path)
+
+
+def test_ids_and_kept_columns_follow_their_rows_when_shuffled(trained, tmp_path, source):
+    """The same 16 objects in two orders: each row's id and kept columns are its own, and
+    its posterior is that of its own object (median within 0.05 of its theta, grid
+    spacing 0.15)."""
+    toy, ck_path, ck = trained
+    results = {}
+    for name, order in (("sorted", np.arange(16)),
+                        ("shuffled", np.random.default_rng(5).permutation(16))):
+        theta, flux, unc, ids = _grid_catalogue(toy, order)
+        extra = {"name": [f"gal-{i:03d}" for i in ids], "ra": 150.0 + 0.01 * ids}
+        csv = _write_table_csv(tmp_path / f"{name}.csv", toy, ids, flux, unc, extra)
+        src = CatalogSource(csv, toy.filter_names, [], keep_columns=["ra", "name"])
+        try:
+            out = infer(ck, ck_path, src, str(tmp_path / f"{name}.h5"), INFER, quiet=True)
+        finally:
+            src.close()
+        with h5py.File(out) as h5:
+            assert h5.attrs["id_column"] == "objid"             # found by default
+            assert h5["id"].dtype == np.int64 and h5["id"][:].tolist() == ids.tolist()
+            np.testing.assert_array_equal(h5["columns"]["ra"][:], extra["ra"])
+            assert h5["columns"]["name"].asstr()[:].tolist() == extra["name"]
+            med = h5["median"][:]
+        assert np.all(np.abs(med - theta) < 0.05), np.abs(med - theta).max()
+        results[name] = dict(zip(ids.tolist(), med))
+    for i, m in results["sorted"].items():   # same object, same posterior (other draws)
+        np.testing.assert_allclose(results["shuffled"][i], m, atol=0.03)
+    # --id_column picks another column; text ids stay text
+    theta, flux, unc, ids = _grid_catalogue(toy, np.arange(16))
+    csv = _write_table_csv(tmp_path / "n.csv", toy, ids, flux, unc,
+                           {"name": [f"gal-{i:03d}" for i in ids]})
+    out = infer(ck, ck_path, source(csv, toy, lambda p, f, c: CatalogSource(
+        p, f, c, id_column="name")), str(tmp_path / "n.h5"), INFER, quiet=True)
+    with h5py.File(out) as h5:
+        assert h5.attrs["id_column"] == "name"
+        assert h5["id"].asstr()[:].tolist() == [f"gal-{i:03d}" for i in ids]
+    with pytest.raises(UsageError, match="--id_column nope: no such column"):
+        CatalogSource(csv, toy.filter_names, [], id_column="nope")
+    with pytest.raises(InferenceError, match="no column dec"):
+        CatalogSource(csv, toy.filter_names, [], keep_columns=["dec"])
+
+
+def test_summary_table_opens_with_astropy_and_equals_the_hdf5(trained, tmp_path, source):
+    from astropy.table import Table
+    toy, ck_path, ck = trained
+    flux, unc = _rows(toy)
+    ids = np.random.default_rng(2).permutation(10) + 500
+    csv = _write_table_csv(tmp_path / "c.csv", toy, ids, flux, unc, {"ra": 10.0 + ids})
+    out = str(tmp_path / "p.h5")
+    infer(ck, ck_path, source(csv, toy, lambda p, f, c: CatalogSource(
+        p, f, c, keep_columns=["ra"])), out, dict(INFER, summary=str(tmp_path / "s.fits")),
+        quiet=True)
+    table = Table.read(out)                    # no path: /summary is the file's only table
+    with h5py.File(out) as h5:
+        assert table.colnames == ["objid", "ra"] + [
+            f"{p}_{q}" for p in ("t0", "t1") for q in ("median", "p2_5", "p16", "p84",
+                                                       "p97_5")] + ["ess", "n_bands", "flags"]
+        assert table["objid"].tolist() == ids.tolist() == h5["id"][:].tolist()
+        for j, p in enumerate(("t0", "t1")):
+            for q in ("median", "p2_5", "p16", "p84", "p97_5"):
+                np.testing.assert_array_equal(table[f"{p}_{q}"], h5[q][:, j])
+        np.testing.assert_array_equal(table["flags"], h5["flags"][:])
+        assert table["n_bands"].tolist() == (3 - h5["missing"][:].sum(1)).tolist()
+        assert np.isnan(table["ess"]).all()            # no --importance
+        good = h5["flags"][:] == 0
+        for lo, hi in (("p2_5", "p16"), ("p16", "median"), ("median", "p84"), ("p84", "p97_5")):
+            assert np.all(h5[lo][good] <= h5[hi][good])
+    assert table["n_bands"][1] == 2 and table["flags"][5] == FLAGS["no_bands"]
+    fits = Table.read(tmp_path / "s.fits")
+    assert fits.colnames == table.colnames
+    for c in table.colnames:
+        np.testing.assert_array_equal(fits[c], table[c])
+    # CSV on request too, and not over an existing file without --overwrite
+    out2 = str(tmp_path / "p2.h5")
+    infer(ck, ck_path, source(csv, toy), out2, dict(INFER, summary=str(tmp_path / "s.csv")),
+          quiet=True)
+    text = Table.read(tmp_path / "s.csv")
+    np.testing.assert_allclose(text["t1_median"], Table.read(out2)["t1_median"], rtol=1e-6)
+    with pytest.raises(UsageError, match="s.csv"):
+        infer(ck, ck_path, source(csv, toy), str(tmp_path / "p3.h5"),
+              dict(INFER, summary=str(tmp_path / "s.csv")), quiet=True)
+    with pytest.raises(UsageError, match="unknown table type '.txt'"):
+        infer(ck, ck_path, source(csv, toy), str(tmp_path / "p3.h5"),
+              dict(INFER, summary=str(tmp_path / "s.txt")), quiet=True)
+    assert not os.path.exists(tmp_path / "p3.h5")
+
+
+def test_magnitudes_give_the_same_posteriors_as_fluxes(trained, tmp_path, source):
+    """AB magnitudes (<filter>_mag, <filter>_magerr) in place of maggies: the same draws
+    to float rounding; a magnitude of 99 is a missing band, like an empty flux."""
+    toy, ck_path, ck = trained
+    rng = np.random.default_rng(8)
+    flux, unc, _ = toy.noise.sample(toy.phot(rng.random((6, 2))), rng)
+    assert (flux > 0).all()
+    mag, magerr = -2.5 * np.log10(flux), unc / (0.4 * np.log(10) * flux)
+    mag[2, 2] = 99.0
+    fcat = flux.astype(object)
+    fcat[2, 2] = ""
+    a = infer(ck, ck_path, source(_write_csv(tmp_path / "f.csv", toy, fcat, unc), toy),
+              str(tmp_path / "f.h5"), INFER, quiet=True)
+    names = [f"{f}_mag" for f in toy.filter_names] + [f"{f}_magerr" for f in toy.filter_names]
+    m = _write_table_csv(tmp_path / "m.csv", toy, np.arange(6), mag, magerr, names=names)
+    b = infer(ck, ck_path, source(m, toy), str(tmp_path / "m.h5"), INFER, quiet=True)
+    with h5py.File(a) as ha, h5py.File(b) as hb:
+        assert hb["missing"][2].tolist() == [False, False, True]
+        np.testing.assert_array_equal(hb["missing"][:], ha["missing"][:])
+        np.testing.assert_allclose(hb["samples"][:], ha["samples"][:], rtol=0, atol=1e-5)
+
+
+def test_a_column_map_names_the_catalogues_own_columns(trained, tmp_path, source):
+    import json
+
+    from prospect_sim.amortized.catalog import load_column_map
+    toy, ck_path, ck = trained
+    flux, unc = _rows(toy)
+    plain = _write_csv(tmp_path / "plain.csv", toy, flux, unc)
+    own = [f"FLUX_{b}" for b in range(3)] + [f"ERR_{b}" for b in range(3)]
+    renamed = _write_table_csv(tmp_path / "own.csv", toy, np.arange(10), flux, unc, names=own)
+    cmap = {f"{f}_{s}": f"{s.upper().replace('UNC', 'ERR')}_{b}"
+            for b, f in enumerate(toy.filter_names) for s in ("flux", "unc")}
+    (tmp_path / "map.json").write_text(json.dumps(cmap))
+    loaded = load_column_map(str(tmp_path / "map.json"))
+    assert loaded == cmap
+    with pytest.raises(InferenceError, match="lacks the columns band0_flux"):
+        CatalogSource(renamed, toy.filter_names, [])
+    a = infer(ck, ck_path, source(plain, toy), str(tmp_path / "a.h5"), INFER, quiet=True)
+    b = infer(ck, ck_path, source(renamed, toy, lambda p, f, c: CatalogSource(
+        p, f, c, column_map=loaded)), str(tmp_path / "b.h5"), INFER, quiet=True)
+    with h5py.File(a) as ha, h5py.File(b) as hb:
+        np.testing.assert_array_equal(hb["samples"][:], ha["samples"][:])
+        np.testing.assert_array_equal(hb["flags"][:], ha["flags"][:])
+    with pytest.raises(UsageError, match="unknown name band9_flux"):
+        CatalogSource(renamed, toy.filter_names, [], column_map={"band9_flux": "FLUX_0"})
+    with pytest.raises(InferenceError, match="no column band0_flux -> F0"):
+        CatalogSource(renamed, toy.filter_names, [], column_map={"band0_flux": "F0"})
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UsageError, match="is not JSON"):
+        load_column_map(str(tmp_path / "bad.json"))
+
+
+def test_a_band_never_missing_in_training_is_flagged_and_counted(trained, tmp_path, source,
+                                                                 caplog,
+                                                                 package_log_off_stderr):
+    """The flow learnt band 2 missing (p_missing 0.3) but never band 0 or 1: rows with a
+    gap in band 0 or 1 are still inferred but flagged unseen_missing, those with a gap
+    in band 2 are not; the end of the run counts the flagged rows by reason."""
+    import logging
+    toy, ck_path, ck = trained
+    assert ck["noise"]["p_missing"] == P_MISSING
+    rng = np.random.default_rng(9)
+    flux, unc, _ = toy.noise.sample(toy.phot(rng.random((12, 2))), rng)
+    flux = flux.astype(object)
+    flux[[0, 1, 2], 2] = ""      # seen in training
+    flux[[3, 4], 0] = ""         # never seen
+    flux[5, 1] = "nan"           # never seen
+    flux[6, 0] = "x"             # a bad value: not inferred
+    flux[7, :] = ""              # no band: not inferred
+    with caplog.at_level(logging.INFO, logger="prospect_sim"):
+        out = infer(ck, ck_path, source(_write_csv(tmp_path / "c.csv", toy, flux, unc), toy),
+                    str(tmp_path / "p.h5"), INFER, quiet=True)
+    with h5py.File(out) as h5:
+        flags, med = h5["flags"][:], h5["median"][:]
+    unseen = FLAGS["unseen_missing"]
+    assert flags.tolist() == [0, 0, 0, unseen, unseen, unseen, FLAGS["bad_value"],
+                              FLAGS["no_bands"], 0, 0, 0, 0]
+    assert np.isfinite(med[:6]).all() and np.isnan(med[6:8]).all()
+    text = caplog.text
+    assert "5 of 12 objects flagged" in text
+    assert "3 with flag 16 (unseen_missing)" in text and "band0 missing in 2" in text
+    assert "band1 missing in 1" in text and "band2 missing" not in text
+    assert "1 with flag 1 (bad_value)" in text and "1 with flag 2 (no_bands)" in text
+    assert "low_ess" not in text
