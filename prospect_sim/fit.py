@@ -13,11 +13,9 @@ back (chain, weights, lnprobability, obs, model parameters, run_params).
   the batched posterior (:class:`BatchMap`, :mod:`prospect_sim.likelihood`),
   where the parameter file allows it.
 - ``--dynesty`` runs dynesty's ``DynamicNestedSampler`` with exactly the
-  options, likelihood, stopping and weight functions of Prospector's
-  ``run_dynesty_sampler``, but through dynesty's ``run_nested`` so that
-  dynesty's own checkpointing (``BASE_dynesty_checkpoint.pkl``, every
-  ``--checkpoint_every`` seconds) lets ``--resume`` continue an interrupted
-  run. ``--optimize --dynesty`` optimises first, as Prospector does.
+  options of Prospector's ``run_dynesty_sampler``, resumable, uniform
+  proposals batched without workers (:mod:`prospect_sim.dynesty_fit`).
+  ``--optimize --dynesty`` optimises first, as Prospector does.
 
 Beyond Prospector, the ``sampling`` group also holds derived quantities per
 sample (read back as top-level keys of the results dict): ``mfrac``
@@ -35,18 +33,22 @@ is still Prospector's own, smoothed one.
 Prospector 1.4.1 quirks handled here: ``write_hdf5`` cannot store the
 optimizer results (a unicode dtype h5py rejects), so they are written with a
 byte-string message field under the same name; ``fit_model``'s emcee restart
-path calls ``restart_emcee_sampler`` without importing it.
+path calls ``restart_emcee_sampler`` without importing it; ``write_hdf5``'s
+two warnings on every file (model parameters pickled, no git version) are
+not shown.
 """
 
 import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import outputs
+from .dynesty_fit import run_dynesty
 from .samplers import SAMPLERS, fit_kind
 from . import pool as _pool
 from .errors import FitError, ProspectSimError
@@ -160,7 +162,7 @@ def run(ingredients, pool):
             optres, topt = out["optimization"]
         sampler, tsample = None, 0.0
         if kind == "dynesty":
-            sampler, tsample = _run_dynesty(ingredients, workpool, checkpoint, rp, fit_kwargs)
+            sampler, tsample = run_dynesty(ingredients, workpool, checkpoint, rp, fit_kwargs)
         elif SAMPLERS[kind].runner:
             sampler, tsample = _runner(SAMPLERS[kind].runner)(ingredients, workpool,
                                                               checkpoint, rp)
@@ -205,7 +207,7 @@ def sample(ingredients, kind, run_params):
     t0 = time.time()
     if kind in ("nautilus", "dynesty"):
         if kind == "dynesty":
-            res, _ = _run_dynesty(ingredients, None, None, rp, kw)
+            res, _ = run_dynesty(ingredients, None, None, rp, kw)
             samples, logwt = res.samples, res.logwt
             logz, ncall = float(res.logz[-1]), int(np.sum(res.ncall))
         else:
@@ -333,97 +335,6 @@ def _restart_positions(restart_from, model):
     return chain[:, -1, :].copy()
 
 
-# --- dynesty ----------------------------------------------------------------
-
-class _LnProb:
-    """Prospector's ``lnprobfn(theta, nested=True)`` on this process's ingredients.
-
-    Pickles to a few bytes (dynesty sends it with every task and saves it in
-    every checkpoint); it resolves obs, model, sps and noise in the process
-    that calls it.
-    """
-
-    def __call__(self, theta):
-        from prospect.fitting import lnprobfn
-        ing = _pool.ingredients()
-        return lnprobfn(theta, obs=ing.obs, model=ing.model, sps=ing.sps,
-                        noise=ing.noise, nested=True)
-
-
-class _PriorTransform:
-    """``model.prior_transform(u)`` of this process's model (pickles to a few bytes).
-
-    Through :func:`prospect_sim.forward.prior_transform`: the same values
-    (its closed forms are used only where they reproduce the priors' own
-    transform), 8 instead of 144 microseconds per point for the demo.
-    """
-
-    def __call__(self, u):
-        from . import forward
-        return forward.prior_transform(_pool.ingredients().model, np.asarray(u)[None, :])[0]
-
-
-def _run_dynesty(ingredients, workpool, checkpoint, rp, kw):
-    """Prospector's ``run_dynesty_sampler`` options through dynesty's ``run_nested``."""
-    import dynesty
-    from dynesty.dynamicsampler import stopping_function, weight_function
-    from dynesty.dynamicsampler import DynamicSamplerStatesEnum
-    queue_size = kw["queue_size"]
-    if workpool is None and queue_size > 1:
-        # --queue_size N without workers: the same proposals as with workers, in turn here
-        workpool = _pool.SerialPool()
-    resume = bool(rp.get("resume")) and checkpoint is not None and Path(checkpoint).exists()
-    if resume:
-        log.info("resuming dynesty from %s", checkpoint)
-        try:
-            sampler = dynesty.DynamicNestedSampler.restore(checkpoint, pool=workpool)
-        except Exception as err:
-            raise FitError(f"cannot restore dynesty checkpoint {checkpoint} "
-                           f"({type(err).__name__}: {err}); pass --overwrite to start "
-                           f"again") from err
-        for s in (sampler, getattr(sampler, "sampler", None),
-                  getattr(sampler, "batch_sampler", None)):
-            if s is not None:
-                s.queue_size = queue_size
-        if sampler.internal_state == DynamicSamplerStatesEnum.RUN_DONE:
-            return sampler.results, 0.0
-    else:
-        if checkpoint is not None and Path(checkpoint).exists():
-            os.remove(checkpoint)      # --overwrite: start again
-        sampler = dynesty.DynamicNestedSampler(
-            _LnProb(), _PriorTransform(), ingredients.model.ndim,
-            bound=kw.get("nested_bound", "multi"),
-            sample=kw.get("nested_sample", "unif"),
-            walks=kw.get("nested_walks", 25),
-            bootstrap=kw.get("nested_bootstrap", 0),
-            update_interval=kw.get("nested_update_interval", 0.6),
-            pool=workpool, queue_size=queue_size, use_pool=kw.get("use_pool", {}),
-            rstate=np.random.default_rng(rp.get("seed", 0)))
-    t0 = time.time()
-    sampler.run_nested(
-        nlive_init=kw.get("nested_nlive_init", 100),
-        dlogz_init=kw.get("nested_dlogz_init", 0.02),
-        maxcall_init=kw.get("nested_maxcall_init"),
-        maxiter_init=kw.get("nested_maxiter_init"),
-        nlive_batch=kw.get("nested_nlive_batch", 100),
-        maxbatch=kw.get("nested_maxbatch"),
-        maxiter_batch=kw.get("nested_maxiter_batch"),
-        maxcall_batch=kw.get("nested_maxcall_batch"),
-        maxcall=kw.get("nested_maxcall"),
-        maxiter=kw.get("nested_maxiter"),
-        use_stop=kw.get("nested_use_stop", True),
-        wt_function=weight_function,
-        wt_kwargs=kw.get("nested_weight_kwargs", {"pfrac": 1.0}),
-        stop_function=stopping_function,
-        stop_kwargs={"target_n_effective": kw.get("nested_target_n_effective", 10000)},
-        save_bounds=False,
-        print_progress=bool(kw.get("print_progress", True)),
-        checkpoint_file=checkpoint,
-        checkpoint_every=float(rp.get("checkpoint_every") or 60.0),
-        resume=resume)
-    return sampler.results, time.time() - t0
-
-
 # --- derived quantities and writing -------------------------------------------
 
 def _derived_for_theta(theta):
@@ -511,6 +422,12 @@ def _json_safe(run_params):
     return safe
 
 
+#: Prospector's write_hdf5 warnings that say nothing to act on: the model's
+#: parameters (which hold functions) are pickled, which it does for every
+#: model; its version comes from git, absent from an installed package.
+_WRITE_NOISE = ("Could not JSON serialize model_params", "Could not obtain prospector version")
+
+
 def _write(path, ingredients, sampler, optres, tsample, topt, pool, initial_center):
     import h5py
     from prospect.io.write_results import write_hdf5
@@ -531,9 +448,12 @@ def _write(path, ingredients, sampler, optres, tsample, topt, pool, initial_cent
         skipping = getattr(ing.model, _compat.PHOTOMETRY_ONLY, False)
         _compat.set_photometry_only(ing.model, ing.obs, on=False)
         try:
-            write_hdf5(tmp, run_params, ing.model, ing.obs, sampler=sampler,
-                       optimize_result_list=None, tsample=tsample, toptimize=topt,
-                       sampling_initial_center=initial_center, sps=ing.sps)
+            with warnings.catch_warnings():
+                for message in _WRITE_NOISE:
+                    warnings.filterwarnings("ignore", message=message)
+                write_hdf5(tmp, run_params, ing.model, ing.obs, sampler=sampler,
+                           optimize_result_list=None, tsample=tsample, toptimize=topt,
+                           sampling_initial_center=initial_center, sps=ing.sps)
         finally:
             _compat.set_photometry_only(ing.model, ing.obs, on=skipping)
         with h5py.File(tmp, "a") as hf:

@@ -185,3 +185,12 @@ def test_dynesty_resume_after_a_crash(tmp_path):
     # resuming a finished run writes nothing new
     again = _run([*args, "--resume"], tmp_path)
     assert again.returncode == 0 and again.stdout.strip().endswith("toy_params_dynesty.h5")
+
+
+def test_default_dynesty_prints_no_library_noise(tmp_path):
+    """Prospector's default slice sampler: no walks warning, no write_hdf5 warnings."""
+    proc = _run(["--dynesty", "--nlive_init", "30", "--nested_dlogz_init", "2.0",
+                 "--nested_maxbatch", "0", "--quiet"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for noise in ("Specifying walks", "Could not JSON serialize", "Could not obtain prospector"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
