@@ -144,7 +144,7 @@ def sps_config(sps):
     try:
         if params is not None and "zcontinuous" in params:
             out["zcontinuous"] = _plain(params["zcontinuous"])
-    except (TypeError, KeyError):
+    except Exception:  # noqa: BLE001 - a foreign parameter set without it: not recorded
         pass
     return out
 
