@@ -184,14 +184,15 @@ def legacy_config(model_config_text):
     """:func:`model_config` (without ``sps``) from the ``model_config`` attribute of a
     simulation file made before ``fixed_config`` was recorded; None if unreadable.
 
-    Its values were JSON with ``repr`` for objects: such a value is dropped (not compared).
+    Its values were JSON with ``repr`` for objects: such a parameter is listed under
+    ``"unchecked"`` and not compared.
     """
     try:
         old = json.loads(model_config_text)
         params = old["params"]
     except (TypeError, ValueError, KeyError):
         return None
-    fixed = {}
+    fixed, unchecked = {}, []
     for name, entry in params.items():
         if entry.get("isfree", False):
             continue
@@ -201,9 +202,11 @@ def legacy_config(model_config_text):
             if module == "__main__" or module.startswith("_prospect_sim_paramfile_"):
                 dep = rest
             fixed[name] = {"depends_on": dep}
-        elif not (isinstance(entry.get("init"), str) and " at 0x" in entry["init"]):
+        elif isinstance(entry.get("init"), str) and " at 0x" in entry["init"]:
+            unchecked.append(name)
+        else:
             fixed[name] = entry.get("init")
-    return {"model": old.get("class"), "fixed": fixed}
+    return {"model": old.get("class"), "fixed": fixed, "unchecked": unchecked}
 
 
 def model_problem(model, obs, sps=None):
@@ -294,6 +297,7 @@ def _config_differences(expected, found, what, free):
         out.append(f"model class: {expected['model']} in the param file, {found['model']} "
                    f"in the {what}")
     fe, ff = expected.get("fixed") or {}, found.get("fixed") or {}
+    free = free | set(expected.get("unchecked", [])) | set(found.get("unchecked", []))
     for name in sorted((set(fe) | set(ff)) - free):
         if name not in ff:
             out.append(f"fixed parameter {name}: {_shown(fe[name])} in the param file, "

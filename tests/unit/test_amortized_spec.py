@@ -71,6 +71,12 @@ def test_a_simulation_files_model_config_gives_the_same_record():
     legacy = spec.legacy_config(old)
     assert legacy["model"] == new["model"]
     assert legacy["fixed"] == {k: v for k, v in new["fixed"].items() if k != "thing"}
+    assert legacy["unchecked"] == ["thing"]        # its repr has an address: not compared
+    problem = _problem(model)
+    assert spec.differences(problem, dict(problem, config=legacy), WHAT) == []
+    changed = spec.legacy_config(json.dumps(simulate._model_config(_model(dust_type=2))))
+    assert spec.differences(problem, dict(problem, config=changed), WHAT) == [
+        f"fixed parameter dust_type: 0 in the param file, 2 in the {WHAT}"]
     assert spec.legacy_config("not json") is None
 
 
