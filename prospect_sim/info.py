@@ -125,7 +125,7 @@ def _ranges(store, done):
 
 
 def _fixed(config_text):
-    """'dust_type=0, imf_type=2, sfh=4 (SpecModel)' from the ``fixed_config`` attribute."""
+    """'dust1=dust1_from_dust2(), dust_type=0, sfh=4 (SpecModel)' from ``fixed_config``."""
     if not config_text:
         return "not recorded (a file made before fixed_config)"
     try:
@@ -135,10 +135,11 @@ def _fixed(config_text):
     items = []
     for name, value in sorted((config.get("fixed") or {}).items()):
         if isinstance(value, dict) and "depends_on" in value:
-            value = f"f({value['depends_on']})"
+            text = str(value["depends_on"]).rsplit(".", 1)[-1] + "()"
         elif isinstance(value, dict):
-            value = next(iter(value.values()), "?")
-        text = json.dumps(value) if not isinstance(value, str) else value
+            text = str(next(iter(value.values()), "?"))
+        else:
+            text = json.dumps(value) if not isinstance(value, str) else value
         items.append(f"{name}={text if len(text) <= 40 else text[:37] + '...'}")
     return (", ".join(items) or "none") + f" ({config.get('model', '?')})"
 
