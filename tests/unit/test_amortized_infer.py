@@ -698,3 +698,18 @@ def test_a_band_never_missing_in_training_is_flagged_and_counted(trained, tmp_pa
     assert "band1 missing in 1" in text and "band2 missing" not in text
     assert "1 with flag 1 (bad_value)" in text and "1 with flag 2 (no_bands)" in text
     assert "low_ess" not in text
+
+
+def test_an_empirical_noise_model_learns_the_catalogues_missing_fractions(trained, tmp_path):
+    """Training on a catalogue-driven noise model (EmpiricalNoise.from_catalog) makes the
+    catalogue's gaps seen: its p_missing are the catalogue's missing fractions by default."""
+    from prospect_sim.amortized.noise import EmpiricalNoise
+    toy = trained[0]
+    rng = np.random.default_rng(3)
+    flux, unc, _ = toy.noise.sample(toy.phot(rng.random((40, 2))), rng)
+    flux = flux.astype(object)
+    flux[:4, 0] = ""                      # 10% of band 0 missing, 25% of band 2
+    flux[10:20, 2] = "nan"
+    model = EmpiricalNoise.from_catalog(_write_csv(tmp_path / "c.csv", toy, flux, unc),
+                                        toy.filter_names, k=5)
+    np.testing.assert_allclose(model.p_missing, [0.1, 0.0, 0.25])

@@ -33,3 +33,18 @@ def test_existing_flag_of_a_param_file_is_kept():
     p.add_argument("--epochs", type=str, default="mine")
     options.add_arguments(p)
     assert p.parse_args([]).epochs == "mine"
+
+
+def test_catalogue_table_flags_reach_infer_through_the_driver():
+    """--keep_columns, --summary, --columns are ours; --id_column is the catalogue fits'
+    flag, read by --infer too (defined once, so the driver's parser builds)."""
+    from prospect_sim import get_parser
+    p = get_parser()
+    flags = [o for a in p._actions for o in a.option_strings]
+    for flag in ("--keep_columns", "--summary", "--columns", "--id_column", "--summary_only"):
+        assert flags.count(flag) == 1, flag
+    a = vars(p.parse_args(["--infer", "--keep_columns", "ra,dec", "--summary", "t.fits",
+                           "--columns", "m.json", "--id_column", "NUMBER"]))
+    assert [options.get(a, k) for k in ("keep_columns", "summary", "columns", "id_column")] == \
+        ["ra,dec", "t.fits", "m.json", "NUMBER"]
+    assert options.get({}, "summary") is None and options.get({}, "id_column") is None
