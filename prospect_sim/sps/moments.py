@@ -138,17 +138,21 @@ class _GroupTable:
         n_age = moments.shape[0]
         flat = moments.reshape(n_age, -1)                             # bin-major
         self.n_young = n_young
-        self.young = _age_basis(moments[:n_young], tol, hint[0]) if n_young else None
-        self.old = (_age_basis(moments[n_young:], tol, hint[1]) if 0 < n_young < n_age
-                    else None)
-        young_rows = flat[:n_young] if self.young is None else self.young[1]
-        self.rank = len(young_rows) if self.young is not None else 0
+        young = _age_basis(moments[:n_young], tol, hint[0]) if n_young else None
+        old = _age_basis(moments[n_young:], tol, hint[1]) if 0 < n_young < n_age else None
+        # only the coefficients are kept: the bases live in the rows below
+        self.young = None if young is None else young[0]
+        self.old = None if old is None else old[0]
+        young_rows = flat[:n_young] if young is None else young[1]
+        self.rank = len(young_rows) if young is not None else 0
         self._n_lead = len(young_rows)          # table rows before the old ages
-        self.old_rank = 0 if self.old is None else len(self.old[1])
-        # old ages as they are; their basis rows are in basis_rows
-        self.table = np.concatenate([young_rows, flat[n_young:]]).astype(np.float32)
-        self.basis_rows = (None if self.old is None else
-                           np.concatenate([young_rows, self.old[1]]).astype(np.float32))
+        self.old_rank = 0 if old is None else len(old[1])
+        # old ages as they are, as far as a population too young for the old basis
+        # reaches (:meth:`through_basis`); their basis rows are in basis_rows
+        n_raw = n_age - n_young if old is None else self.old_rank
+        self.table = np.concatenate([young_rows, flat[n_young:n_young + n_raw]]).astype(np.float32)
+        self.basis_rows = (None if old is None else
+                           np.concatenate([young_rows, old[1]]).astype(np.float32))
 
     def through_basis(self, n_age):
         """Whether populations up to age ``n_age`` are cheaper through the old basis."""
@@ -163,8 +167,8 @@ class _GroupTable:
         if self.young is None:
             out[:, :lead] = w[:, :lead]
         else:
-            np.matmul(w[:, :self.n_young], self.young[0], out=out[:, :lead])
-        np.matmul(w[:, self.n_young:n_age], self.old[0][:n_age - self.n_young],
+            np.matmul(w[:, :self.n_young], self.young, out=out[:, :lead])
+        np.matmul(w[:, self.n_young:n_age], self.old[:n_age - self.n_young],
                   out=out[:, lead:])
         return out
 
@@ -183,7 +187,7 @@ class _GroupTable:
             return w[:, first:n_age] @ self.table[first:n_age]
         lead = self._n_lead
         x = np.empty((len(w), lead + n_old), dtype=np.float32)
-        np.matmul(w[:, :n_young], self.young[0][:n_young], out=x[:, :lead])
+        np.matmul(w[:, :n_young], self.young[:n_young], out=x[:, :lead])
         x[:, lead:] = w[:, self.n_young:n_age]
         return x @ self.table[:lead + n_old]
 
