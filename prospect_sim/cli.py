@@ -55,6 +55,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in ``--help``, except where they mislead or repeat the text.
+
+    An on/off flag's default is its state when absent, which its text says
+    (``--no_validate_after_train ... (default: True)`` read as "skipped by
+    default"); a help text that names its own default keeps only that one.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.nargs == 0 or "default" in text or action.default is None
+                or action.default is argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def get_parser(parents=None):
     """Prospector's argument parser plus prospect_sim's flags.
 
@@ -71,7 +87,7 @@ def get_parser(parents=None):
     from prospect.utils.prospect_args import get_parser as prospector_parser
     base = prospector_parser()
     parser = _Parser(parents=[base] + list(parents or []), add_help=False,
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                     formatter_class=_HelpFormatter,
                      description="Run a prospect_sim parameter file in one mode: "
                                  "--simulate, --dynesty/--emcee/--optimize, --train, "
                                  "--infer or --validate.")

@@ -76,6 +76,17 @@ def test_selected_mode_errors(flags, message):
         cli.selected_mode(flags)
 
 
+def test_help_shows_each_default_once_and_none_for_on_off_flags():
+    import re
+    text = " ".join(cli.get_parser().format_help().split())
+    body = text[text.index("--outfile OUTFILE base name"):]
+    outfile = body[:body.index("--output_pickle")]
+    assert outfile.count("default") == 1, outfile            # the text's own, not argparse's None
+    flag = text[text.index("--no_validate_after_train skip"):]
+    assert not re.match(r"--no_validate_after_train [^-]*\(default: True\)", flag), flag[:200]
+    assert "--n_samples N_SAMPLES number of prior draws for --simulate (default: 100000)" in text
+
+
 def test_help_is_fast_and_imports_nothing_heavy(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent(f"""
