@@ -339,6 +339,7 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
         raise InferenceError(f"{source.name} has no rows (a header only?); expected one "
                              "object per row")
     post = AmortizedPosterior.from_checkpoint(ckpt, device=resolve_device(opts["device"]))
+    _summary.column_names(post.labels, source.id_column or "row", source.keep)  # refuse now
     gemm_dtype = post.gemm_dtype(opts["bfloat16"])
     n_rows, rows = source.n_rows, int(opts["infer_batch"])
     if opts["compile"]:

@@ -566,6 +566,12 @@ def test_ids_and_kept_columns_follow_their_rows_when_shuffled(trained, tmp_path,
         CatalogSource(csv, toy.filter_names, [], id_column="nope")
     with pytest.raises(InferenceError, match="no column dec"):
         CatalogSource(csv, toy.filter_names, [], keep_columns=["dec"])
+    # a kept column named as one of the summary's own is refused before any work
+    csv = _write_table_csv(tmp_path / "m.csv", toy, ids, flux, unc, {"t0_median": ids})
+    src = source(csv, toy, lambda p, f, c: CatalogSource(p, f, c, keep_columns=["t0_median"]))
+    with pytest.raises(UsageError, match="t0_median would be two columns"):
+        infer(ck, ck_path, src, str(tmp_path / "m.h5"), INFER, quiet=True)
+    assert not os.path.exists(tmp_path / "m.h5.part")
 
 
 def test_summary_table_opens_with_astropy_and_equals_the_hdf5(trained, tmp_path, source):
