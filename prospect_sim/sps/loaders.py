@@ -201,7 +201,6 @@ def load_fsps():
     return lib
 
 
-@functools.lru_cache(maxsize=8)
 def load_library(name="bc03", wave_range=None):
     """The library ``name``, read once per process and cached.
 
@@ -219,8 +218,16 @@ def load_library(name="bc03", wave_range=None):
     -------
     SSPLibrary
     """
+    # one cache key however it is called (lru_cache keys ``f("bc03")`` and
+    # ``f("bc03", None)`` apart: two copies of the library, 118 MB each)
+    return _load_library(name, None if wave_range is None else
+                         (float(wave_range[0]), float(wave_range[1])))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_library(name, wave_range):
     if wave_range is not None:
-        return load_library(name, None).trimmed(*wave_range)
+        return _load_library(name, None).trimmed(*wave_range)
     if name == "bc03":
         return load_bc03()
     if name == "fsps":

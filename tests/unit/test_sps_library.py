@@ -143,3 +143,11 @@ def test_wave_range_covering_the_filters_gives_the_same_photometry(filters):
     params.update(sfh=4, dust_type=0)
     np.testing.assert_allclose(trimmed.photometry(params, filters)[0],
                                full.photometry(params, filters)[0], rtol=1e-6)
+
+
+def test_the_library_is_read_once_however_it_is_asked_for():
+    full = load_library("bc03")
+    assert load_library("bc03", None) is full and load_library(name="bc03") is full
+    cut = load_library("bc03", (900, 30000.0))
+    assert load_library("bc03", [900.0, 30000]) is cut
+    assert cut.spectra.shape[-1] < full.spectra.shape[-1]
