@@ -9,7 +9,8 @@ posterior draws, and the diagnostics of :mod:`.diagnostics`.
 Writes beside the checkpoint ``<stem>.pt``:
 
 - ``<stem>_validation.json``: coverage per level and parameter, its largest
-  deviation, SBC rank histograms, TARP curve, counts, files used;
+  deviation, SBC rank histograms, TARP curve, counts, files used, and
+  ``written_by`` (``--train`` or ``--validate``);
 - ``<stem>_coverage.csv``: level, then one coverage column per parameter;
 - ``<stem>_coverage.png``, ``_ranks.png``, ``_tarp.png``, ``_corner.png``.
 

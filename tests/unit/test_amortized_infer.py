@@ -183,6 +183,13 @@ def test_interrupted_inference_resumes_to_the_same_file(trained, tmp_path, sourc
             np.testing.assert_array_equal(a["summary"][name], b["summary"][name])
     with pytest.raises(UsageError, match="exists"):
         infer(ck, ck_path, source(csv, toy), out, INFER, quiet=True)
+    # --resume of a complete run with --summary: the table written from it, nothing redone
+    table = str(tmp_path / "post.csv")
+    assert infer(ck, ck_path, source(csv, toy), out, dict(INFER, summary=table), resume=True,
+                 quiet=True) == out
+    from astropy.table import Table
+    np.testing.assert_allclose(Table.read(table)["t0_p97_5"], Table.read(out)["t0_p97_5"],
+                               rtol=1e-6)
 
 
 def test_compiled_inference_gives_the_same_draws(trained, tmp_path, source, caplog,
