@@ -390,13 +390,19 @@ def test_nebular_photometry_and_lines_match_bagpipes(bagpipes_nebular):
 # - **sampling**: bagpipes integrates the absorbed energy on its own grid,
 #   ``config.R_other = 20`` outside the bands' range by default (a few per
 #   cent off in energy); raised to 1000 in the subprocess, like R_phot.
-# Measured (2026-12-06): DECam r and WISE W1/W2 (stars) within 0.006 mag;
-# the dust-dominated bands (W3 to PACS 160) within 0.007 mag for the three
-# younger cases, and grey offsets of -0.017 (3 Gyr) and -0.044 (6 Gyr, dust2
-# 0.3) for the old, lightly attenuated ones: GridSPS absorbs 1.6% and 4%
-# more energy there.  Not traced yet (the optical agrees to 0.003, and
-# absorption beyond 2.2 um, where the two Calzetti curves differ, is 0.1%
-# of the total); the limit is the issue's 0.05 mag.
+# - **the curve below 1200 AA**: bagpipes continues Calzetti's curve there
+#   as a power law, k(1200) (lambda/1200)**-0.77; FSPS (and GridSPS) continue
+#   the polynomial, which is steeper.  Where the ultraviolet is optically thin
+#   (dust2 0.3-0.5) the two absorb different energies: a delayed-tau
+#   population still forming stars absorbs 35-40% of its energy below 1200 AA
+#   (measured with GridSPS), so bagpipes re-emits 1.3% (3 Gyr, dust2 0.5) and
+#   3.3% (6 Gyr, dust2 0.3) less.  The test scales GridSPS's dust emission by
+#   the ratio of the energies the two curves absorb from the same spectrum.
+# Measured: before that scaling the dust bands were off by -0.017 (3 Gyr)
+# and -0.044 mag (6 Gyr); the scaling accounts for 0.014 and 0.035 of it,
+# and leaves every band of every case within 0.009 mag (the 6 Gyr dust
+# bands -0.0087, the others within 0.0055, beside the grey -0.002 to -0.003
+# of the first test).  The test holds them to 0.012.
 DUST_BANDS = ["decam_r", "wise_w1", "wise_w2", "wise_w3", "wise_w4", "spitzer_mips_24",
               "herschel_pacs_70", "herschel_pacs_100", "herschel_pacs_160"]
 DUST_CASES = [
@@ -442,20 +448,32 @@ def test_dust_emission_matches_bagpipes(bagpipes_dust):
     from prospect.models.sedmodel import to_cgs
     from prospect.sources.constants import pc
     from prospect_sim.sps import GridSPS
+    from prospect_sim.sps.dust import R_V, calzetti_k
     ref, ldist_bp = bagpipes_dust
     lumdist = ldist_bp * 3.086e24 / (pc * 1e6)
     filters = load_filters(DUST_BANDS)
     rows = []
     for i, (z, tage, tau, zmet, dust2, logm, qpah, umin, gamma) in enumerate(DUST_CASES):
         sps = GridSPS()
+        kw = dict(sfh=4, tage=tage, tau=tau, logzsol=np.log10(zmet), dust_type=2, dust1=0.0,
+                  zred=z)
         wave, spec, _ = sps.get_galaxy_spectrum(
-            sfh=4, tage=tage, tau=tau, logzsol=np.log10(zmet), dust_type=2, dust2=dust2,
-            dust1=0.0, zred=z, add_dust_emission=True, duste_qpah=qpah, duste_umin=umin,
+            **kw, dust2=dust2, add_dust_emission=True, duste_qpah=qpah, duste_umin=umin,
             duste_gamma=gamma)
+        _, stars, _ = sps.get_galaxy_spectrum(**kw, dust2=dust2, add_dust_emission=False)
+        _, bare, _ = sps.get_galaxy_spectrum(**kw, dust2=0.0, add_dust_emission=False)
+        # the energy bagpipes' curve would absorb from the same spectrum, over ours
+        k_bp = np.where(wave < 1200.0, calzetti_k(np.array([1200.0]))[0] * (wave / 1200.0)**-0.77,
+                        calzetti_k(wave))
+        per_aa = 1.0 / wave**2            # L_nu to L_lambda (constants cancel in the ratio)
+        ours_abs = np.trapezoid((bare - stars) * per_aa, wave)
+        bp_abs = np.trapezoid(bare * (1.0 - np.exp(-dust2 * k_bp / R_V)) * per_aa, wave)
+        assert ours_abs == pytest.approx(np.trapezoid((spec - stars) * per_aa, wave), rel=5e-3)
+        spec = stars + (spec - stars) * (bp_abs / ours_abs)
         fnu = spec * 10**logm * to_cgs / 3631e-23 * (1 + z) / (lumdist[i] * 1e5)**2
         wobs = wave * (1 + z)
         ours = getSED(wobs, fnu * 2.998e18 / wobs**2 * 3631e-23, filters, linear_flux=True)
         rows.append(-2.5 * np.log10(ours * LSUN_RATIO / ref[i]))
     dmag = np.array(rows)
     table = "\n".join(f"{c} {np.round(d, 4)}" for c, d in zip(DUST_CASES, dmag))
-    assert np.abs(dmag).max() < 0.05, "GridSPS - bagpipes (mag):\n" + table
+    assert np.abs(dmag).max() < 0.012, "GridSPS - bagpipes (mag):\n" + table
