@@ -2,19 +2,21 @@
 
 One row per object, in catalogue order:
 
-=========================  ==========  ================================================
-column                     type        contents
-=========================  ==========  ================================================
-``<id column>`` or ``row``  as stored   the catalogue's id (``--id_column``, else ``id``
-                                       or ``objid`` when present), else the row number
-``<keep column>``          as stored   each ``--keep_columns`` column
-``<param>_median``         f4          posterior median of each inferred parameter
-``<param>_p2_5``, ``_p16``  f4          2.5, 16, 84 and 97.5 percentiles
+==============================  ==========  ==============================================
+column                          type        contents
+==============================  ==========  ==============================================
+``<id column>`` or ``row``      as stored   the catalogue's id (``--id_column``, else
+                                            ``id`` or ``objid`` when present), else the
+                                            row number
+``<keep column>``               as stored   each ``--keep_columns`` column
+``<param>_median``              f4          posterior median of each inferred parameter
+``<param>_p2_5``, ``_p16``,     f4          its 2.5, 16, 84 and 97.5 percentiles
 ``_p84``, ``_p97_5``
-``ess``                    f4          importance-sampling ESS (NaN without ``--importance``)
-``n_bands``                i2          bands used (present in the row)
-``flags``                  u1          bits of :data:`prospect_sim.amortized.infer.FLAGS`
-=========================  ==========  ================================================
+``ess``                         f4          importance-sampling ESS (NaN without
+                                            ``--importance``)
+``n_bands``                     i2          bands used (present in the row)
+``flags``                       u1          bits of :data:`.infer.FLAGS`
+==============================  ==========  ==============================================
 
 It is the compound dataset ``/summary`` of the posterior file, the only one
 there, so ``astropy.table.Table.read("BASE_posterior.h5")`` opens it (and
