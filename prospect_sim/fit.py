@@ -38,6 +38,7 @@ two warnings on every file (model parameters pickled, no git version) are
 not shown.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -304,8 +305,37 @@ class BatchMap:
 def _fit_model(ingredients, optimize=False, emcee=False, **kwargs):
     from prospect.fitting import fit_model
     ing = ingredients
-    return fit_model(ing.obs, ing.model, ing.sps, ing.noise, lnprobfn=lnprobfn_for_fit,
-                     optimize=optimize, emcee=emcee, dynesty=False, **kwargs)
+    bar = emcee and kwargs.get("print_progress", True) and kwargs.get("verbose", True)
+    with _emcee_progress(bar):
+        return fit_model(ing.obs, ing.model, ing.sps, ing.noise, lnprobfn=lnprobfn_for_fit,
+                         optimize=optimize, emcee=emcee, dynesty=False, **kwargs)
+
+
+@contextlib.contextmanager
+def _emcee_progress(on):
+    """Inside the block, emcee's ``EnsembleSampler.sample`` shows its progress bar.
+
+    Prospector runs emcee's burn-in rounds and production through
+    ``sample(...)`` without ``progress``; this turns emcee's own (tqdm) bar
+    on for each of them, on stderr, where ``--quiet`` does not ask for
+    silence.
+    """
+    if not on:
+        yield
+        return
+    from emcee import EnsembleSampler
+    original = EnsembleSampler.sample
+
+    def sample(self, *args, **kwargs):
+        kwargs.setdefault("progress", True)
+        kwargs.setdefault("progress_kwargs", {"desc": "emcee", "leave": False})
+        return original(self, *args, **kwargs)
+
+    EnsembleSampler.sample = sample
+    try:
+        yield
+    finally:
+        EnsembleSampler.sample = original
 
 
 def _fix_prospector_restart():

@@ -70,6 +70,17 @@ def test_emcee_and_restart_from(tmp_path):
     assert np.all(step <= 5 * spread + 1e-12)
 
 
+def test_emcee_shows_a_progress_bar_unless_quiet(tmp_path):
+    args = ["--emcee", "--nwalkers", "8", "--niter", "12", "--nburn", "8"]
+    loud = _run(args, tmp_path)
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    bars = [ln for ln in loud.stderr.replace("\r", "\n").splitlines() if ln.startswith("emcee:")]
+    # one bar per burn-in round and one for production (tqdm may skip the final count)
+    assert any("/8 " in ln for ln in bars) and any("/12 " in ln for ln in bars), loud.stderr[-500:]
+    quiet = _run(args + ["--quiet", "--overwrite"], tmp_path)
+    assert quiet.returncode == 0 and "emcee:" not in quiet.stderr
+
+
 def test_restart_from_a_dynesty_file_is_refused(tmp_path):
     assert _run(["--dynesty", *QUICK], tmp_path).returncode == 0
     proc = _run(["--emcee", "--restart_from", "toy_params_dynesty.h5", "--quiet"], tmp_path)
