@@ -173,7 +173,7 @@ def load_matching_checkpoint(ingredients):
     """``(path, checkpoint)`` named by the run, refused if trained for another param file."""
     checkpoint = path_for(ingredients.run_params, "flow")
     ckpt = load_checkpoint(checkpoint, InferenceError)
-    diff = spec.differences(spec.model_problem(ingredients.model, ingredients.obs),
+    diff = spec.differences(spec.model_problem(ingredients.model, ingredients.obs, ingredients.sps),
                             ckpt["problem"], what=f"checkpoint {checkpoint!r}")
     if diff:
         raise InferenceError("the checkpoint was trained for another param file: "

@@ -133,9 +133,8 @@ def validate(checkpoint, simfile, opts, quiet=False, tag=None, overwrite=True):
     rng = np.random.default_rng([seed, _TEST_STREAM])
     gen = torch.Generator().manual_seed(seed)
     with SimulationData(simfile, val_fraction=0.1, n_test=0) as data:
-        found = {"theta_labels": data.theta_labels, "filter_names": data.filter_names,
-                 "prior": data.prior}
-        diff = spec.differences(ckpt["problem"], found, what=f"simulation file {simfile!r}")
+        diff = spec.differences(ckpt["problem"], data.problem,
+                                what=f"simulation file {simfile!r}")
         if diff:
             raise InferenceError("the simulation file does not match the checkpoint: "
                                  + "; ".join(diff))

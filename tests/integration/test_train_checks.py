@@ -210,3 +210,22 @@ def test_files_without_the_record_load_with_one_warning(made, tmp_path, caplog):
     found = _warnings(caplog)
     assert len(found) == 1 and f"checkpoint '{old_ckpt}'" in found[0].getMessage(), caplog.text
     assert (tmp_path / "y_posterior.h5").is_file()
+
+
+def test_validate_checks_the_fixed_configuration_too(made, tmp_path, caplog, capsys):
+    """--validate compares the whole record: silent on a match, refuses a change."""
+    sims, ckpt = made
+    ckpt_copy = _copy(ckpt, tmp_path, "run_flow.pt")
+    assert _main(TOY, "--validate", "--checkpoint", ckpt_copy, "--simfile", sims,
+                 "--n_validate", 10, "--validate_draws", 20) == 0
+    assert not _warnings(caplog), caplog.text
+    edited = _edited(tmp_path, 'params["dust_type"]["init"] = 2')
+    other = tmp_path / "dust2_sims.h5"
+    assert _main(edited, "--simulate", "--n_samples", 300, "--chunk_size", 100,
+                 "--simfile", other) == 0
+    capsys.readouterr()
+    # the param file matches the checkpoint; the simulation file does not
+    assert _main(TOY, "--validate", "--checkpoint", ckpt_copy, "--simfile", other,
+                 "--n_validate", 10, "--validate_draws", 20, "--overwrite") == 2
+    line = _one_line(capsys)
+    assert "fixed parameter dust_type" in line and str(other) in line, line
