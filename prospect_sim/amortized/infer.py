@@ -59,11 +59,11 @@ import torch
 from ..errors import InferenceError, UsageError
 from ..interrupt import interruptible
 from ..outputs import write_failed
-from . import options, spec
+from . import options
 from . import summary as _summary
 from ._paths import check_writable, path_for
 from .catalog import ID_COLUMNS, Catalog, load_column_map, photometry_columns, to_maggies
-from .posterior import AmortizedPosterior, load_checkpoint
+from .posterior import AmortizedPosterior, load_matching_checkpoint, resolve_device
 
 __all__ = ["run", "infer", "FLAGS", "ObsSource", "CatalogSource"]
 
@@ -167,19 +167,6 @@ class CatalogSource:
 
     def close(self):
         self.cat.close()
-
-
-def load_matching_checkpoint(ingredients):
-    """``(path, checkpoint)`` named by the run, refused if trained for another param file."""
-    checkpoint = path_for(ingredients.run_params, "flow")
-    ckpt = load_checkpoint(checkpoint, InferenceError)
-    diff = spec.differences(spec.model_problem(ingredients.model, ingredients.obs, ingredients.sps),
-                            ckpt["problem"], what=f"checkpoint {checkpoint!r}")
-    if diff:
-        raise InferenceError("the checkpoint was trained for another param file: "
-                             + "; ".join(diff) + ". Train this param file (--train) or name "
-                             "its checkpoint with --checkpoint")
-    return checkpoint, ckpt
 
 
 def run(ingredients, pool=None):
@@ -309,7 +296,6 @@ def infer(ckpt, checkpoint, source, out, opts, reweighter=None, resume=False, ov
     """
     from tqdm.auto import tqdm
 
-    from .train import resolve_device
     opts = {**options.DEFAULTS, **opts}
     if opts["summary"]:
         if os.path.abspath(str(opts["summary"])) == os.path.abspath(out):

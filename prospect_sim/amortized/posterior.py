@@ -26,13 +26,15 @@ import os
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ..errors import InferenceError, UsageError
+from . import spec
 from . import noise as noise_mod
 from .features import FeatureScaler
 from .flows import PosteriorFlow, build_flow_from_options
 from .transforms import PriorBijection
 
-__all__ = ["AmortizedPosterior", "load_checkpoint", "save_checkpoint", "CHECKPOINT_FORMAT"]
+__all__ = ["AmortizedPosterior", "load_checkpoint", "load_matching_checkpoint",
+           "save_checkpoint", "resolve_device", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "prospect_sim.amortized/1"
 
@@ -57,6 +59,33 @@ def save_checkpoint(obj, path, error=UsageError):
             fh.write(buf.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def resolve_device(name):
+    """``"auto"`` -> CUDA when present, else CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"--device {name!r}: {err}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name!r} but CUDA is not available; use --device cpu")
+    return dev
+
+
+def load_matching_checkpoint(ingredients):
+    """``(path, checkpoint)`` named by the run, refused if trained for another param file."""
+    from ._paths import path_for
+    checkpoint = path_for(ingredients.run_params, "flow")
+    ckpt = load_checkpoint(checkpoint, InferenceError)
+    diff = spec.differences(spec.model_problem(ingredients.model, ingredients.obs, ingredients.sps),
+                            ckpt["problem"], what=f"checkpoint {checkpoint!r}")
+    if diff:
+        raise InferenceError("the checkpoint was trained for another param file: "
+                             + "; ".join(diff) + ". Train this param file (--train) or name "
+                             "its checkpoint with --checkpoint")
+    return checkpoint, ckpt
 
 
 def load_checkpoint(path, error=ValueError):

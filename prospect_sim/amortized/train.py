@@ -36,9 +36,9 @@ from ._compile import compiled
 from ._paths import check_writable, path_for
 from .data import SimulationData
 from .noise import default_noise
-from .posterior import AmortizedPosterior, load_checkpoint, save_checkpoint
+from .posterior import AmortizedPosterior, load_checkpoint, resolve_device, save_checkpoint
 
-__all__ = ["run", "train", "resolve_device", "log_path", "best_path"]
+__all__ = ["run", "train", "log_path", "best_path"]
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +46,6 @@ _VAL_STREAM = 2 ** 31 - 1   # numpy SeedSequence word for the fixed validation n
 _STATS_STREAM = 2 ** 31 - 2  # ... and for the normalisation statistics
 _ARCH = ("flow", "hidden", "transforms", "bins", "embedding", "embed_dim", "lr_schedule")
 _KEPT = _ARCH + ("train_seed",)  # what --resume takes from the checkpoint, not the flags
-
-
-def resolve_device(name):
-    """``"auto"`` -> CUDA when present, else CPU."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"--device {name!r}: {err}; use auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name!r} but CUDA is not available; use --device cpu")
-    return dev
 
 
 def log_path(checkpoint):

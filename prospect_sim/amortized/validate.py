@@ -34,8 +34,7 @@ from ..errors import InferenceError, UsageError
 from . import diagnostics, options, spec
 from ._paths import path_for
 from .data import SimulationData
-from .infer import load_matching_checkpoint
-from .posterior import AmortizedPosterior, load_checkpoint
+from .posterior import AmortizedPosterior, load_checkpoint, load_matching_checkpoint
 
 __all__ = ["run", "validate", "report_paths"]
 
