@@ -7,7 +7,11 @@
    build their ingredients, serve tasks and exit, never returning);
 2. local worker processes for ``--workers N`` with N > 1
    (:class:`~prospect_sim.processes.ProcessPool`);
-3. serial otherwise.
+3. serial otherwise (:class:`~prospect_sim.tasks.SerialPool`).
+
+The task protocol and this process's ingredients, which every pool
+shares, are in :mod:`prospect_sim.tasks` (``ingredients``, ``substituted``
+and ``SerialPool`` are importable from here too).
 
 ``build()`` is called once in every process, and the result is what
 :func:`ingredients` returns there. Tasks are small: heavy objects (sps, model,
@@ -27,15 +31,17 @@ an MPI launcher is detected.
 """
 
 import contextlib
-import io
 import logging
 import os
-import pickle
 import sys
 import time
-import traceback
 
 from .errors import ProspectSimError, WorkerError
+from .tasks import (Pool as _Pool, SerialPool, dumps_task, error_text as _error_text,
+                    ingredients, one_blas_thread as _one_blas_thread, payloads as _payloads,
+                    run_task as _run_task, set_build_error as _set_build_error,
+                    set_ingredients as _set_ingredients, substituted, unwrap as _unwrap)
+from .tasks import _no_pool  # noqa: F401 - dynesty checkpoints from before the move name it here
 
 __all__ = ["open_pool", "ingredients", "substituted", "mpi_launched", "launcher_rank",
            "SerialPool", "MPIWorkPool", "dumps_task"]
@@ -46,206 +52,7 @@ log = logging.getLogger(__name__)
 _MPI_ENV = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK",
             "MPI_LOCALNRANKS", "HYDRA_CONTROL_FD")
 
-# --- this process's ingredients ---------------------------------------------
-
-_INGREDIENTS = None
-_BUILD_ERROR = None
-_PERSISTENT = {}          # id(object) -> name, for the pickler
 _WORKER_EXIT_STATUS = 0   # what a non-master MPI rank exits with
-
-
-def ingredients():
-    """The :class:`~prospect_sim.paramfile.Ingredients` built in this process.
-
-    Raises
-    ------
-    RuntimeError
-        Outside a pool (nothing was built in this process).
-    """
-    if _INGREDIENTS is None:
-        raise RuntimeError("no ingredients were built in this process; "
-                           "call it inside prospect_sim.pool.open_pool(...)")
-    return _INGREDIENTS
-
-
-@contextlib.contextmanager
-def substituted(ing):
-    """Inside the block, :func:`ingredients` of this process is ``ing``.
-
-    For work on variants of the ingredients built (a catalogue row's obs in
-    place of the parameter file's); tasks sent to other processes inside
-    the block would still resolve to *their* built ingredients.
-    """
-    previous = _INGREDIENTS
-    _set_ingredients(ing)
-    try:
-        yield ing
-    finally:
-        _set_ingredients(previous)
-
-
-def _set_ingredients(ing):
-    global _INGREDIENTS
-    _INGREDIENTS = ing
-    _PERSISTENT.clear()
-    if ing is None:
-        return
-    named = {"ingredients": ing, "obs": ing.obs, "model": ing.model, "sps": ing.sps,
-             "noise": ing.noise, "obs_noise": ing.obs_noise}
-    if ing.noise is not None:
-        named.update({"spec_noise": ing.noise[0], "phot_noise": ing.noise[1]})
-    for name, obj in named.items():
-        if obj is not None:
-            _PERSISTENT.setdefault(id(obj), name)
-
-
-def _set_build_error(err):
-    """Remember why this worker could not build: its tasks report it to the master."""
-    global _BUILD_ERROR
-    _BUILD_ERROR = _error_text(err)
-
-
-def _resolve(name):
-    ing = ingredients()
-    if name == "ingredients":
-        return ing
-    if name == "spec_noise":
-        return ing.noise[0]
-    if name == "phot_noise":
-        return ing.noise[1]
-    return getattr(ing, name)
-
-
-class _TaskPickler(pickle.Pickler):
-    def persistent_id(self, obj):
-        return _PERSISTENT.get(id(obj))
-
-
-class _TaskUnpickler(pickle.Unpickler):
-    def persistent_load(self, pid):
-        return _resolve(pid)
-
-
-def dumps_task(obj):
-    """Pickle ``obj`` with this process's ingredients replaced by their names.
-
-    >>> import pickle
-    >>> len(dumps_task((abs, -1))) < 100
-    True
-    """
-    buf = io.BytesIO()
-    _TaskPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return buf.getvalue()
-
-
-def _loads_task(blob):
-    return _TaskUnpickler(io.BytesIO(blob)).load()
-
-
-def _run_task(payload):
-    """Worker side of every task: resolve, call, and report errors as data."""
-    func_blob, arg_blob = payload
-    try:
-        if _BUILD_ERROR is not None:
-            return ("error", _BUILD_ERROR)
-        func = _loads_task(func_blob)
-        arg = _loads_task(arg_blob)
-    except BaseException as err:  # noqa: BLE001 - reported to the master, never swallowed
-        if isinstance(err, KeyboardInterrupt):
-            raise
-        return ("error", _error_text(err))
-    printed = io.StringIO()
-    try:
-        # what the task prints waits until it ends: dynesty prints a traceback for every
-        # failing likelihood call, which belongs with the error, not on the terminal
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            result = func(arg)
-    except BaseException as err:  # noqa: BLE001 - reported to the master, never swallowed
-        if isinstance(err, KeyboardInterrupt):
-            sys.stderr.write(printed.getvalue())
-            raise
-        msg, tb = _error_text(err)
-        return ("error", (msg, printed.getvalue() + tb))
-    sys.stdout.write(printed.getvalue())
-    return ("ok", result)
-
-
-def _error_text(err):
-    name = type(err).__name__
-    msg = str(err) if isinstance(err, ProspectSimError) else f"{name}: {err}"
-    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-    return (msg, tb)
-
-
-def _unwrap(results, where):
-    out = []
-    for status, value in results:
-        if status != "ok":
-            msg, tb = value
-            log.debug("worker traceback:\n%s", tb)
-            err = WorkerError(f"a worker ({where}) failed: {msg}")
-            err.worker_traceback = tb   # shown by --traceback
-            raise err
-        out.append(value)
-    return out
-
-
-def _payloads(func, tasks):
-    func_blob = dumps_task(func)
-    for task in tasks:
-        yield (func_blob, dumps_task(task))
-
-
-# --- pools ------------------------------------------------------------------
-
-def _no_pool():
-    return None
-
-
-class _Pool:
-    """What every pool shares: it pickles to ``None``.
-
-    dynesty keeps the pool inside its likelihood wrapper, which it sends with
-    every task and saves in every checkpoint; a worker needs no pool of its own.
-    """
-
-    def __reduce__(self):
-        return (_no_pool, ())
-
-
-class SerialPool(_Pool):
-    """Everything in this process. ``size`` is 1."""
-
-    kind = "serial"
-    size = 1
-
-    def map(self, func, tasks):
-        """Ordered list of ``func(task)``."""
-        return [func(task) for task in tasks]
-
-    def imap_unordered(self, func, tasks):
-        """Iterator over ``func(task)``, one at a time."""
-        for task in tasks:
-            yield func(task)
-
-    def close(self):
-        pass
-
-
-def _one_blas_thread():
-    """One BLAS thread per process (serial runs included).
-
-    With as many processes as cores, multi-threaded OpenBLAS oversubscribes
-    them: on the 2-core development machine the demo likelihood took 20 ms
-    per call with OpenBLAS's default threads and 2.9 ms with one. Uses
-    ``threadpoolctl`` when installed (a no-op otherwise).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        log.debug("threadpoolctl not installed; BLAS threads left as they are")
-        return
-    threadpool_limits(limits=1, user_api="blas")
 
 
 def _set_worker_exit_status(status):

@@ -15,10 +15,9 @@ import logging
 import os
 import sys
 
-from . import pool
 from .errors import WorkerError
-from .pool import (_Pool, _one_blas_thread, _payloads, _run_task, _set_build_error,
-                   _set_ingredients, _unwrap)
+from .tasks import (Pool, built, one_blas_thread, payloads, run_task, set_build_error,
+                    set_ingredients, unwrap)
 
 __all__ = ["ProcessPool"]
 
@@ -67,20 +66,20 @@ def _process_initializer(build, master):
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _end_with_master(master)
-    _one_blas_thread()
+    one_blas_thread()
     if build is None:
         return
     try:
-        _set_ingredients(build())
+        set_ingredients(build())
     except Exception as err:  # reported by the first task this worker gets
-        _set_build_error(err)
+        set_build_error(err)
 
 
 def _build_ok(_):
     return "built"
 
 
-class ProcessPool(_Pool):
+class ProcessPool(Pool):
     """``--workers N`` local processes.
 
     Where processes are forked (Linux, macOS with fork available) the
@@ -103,7 +102,7 @@ class ProcessPool(_Pool):
         import multiprocessing
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        inherit = ctx.get_start_method() == "fork" and pool._INGREDIENTS is not None
+        inherit = ctx.get_start_method() == "fork" and built()
         self.size = int(processes)
         self._pool = ctx.Pool(self.size, initializer=_process_initializer,
                               initargs=(None if inherit else build, _main_thread_pid()))
@@ -119,19 +118,18 @@ class ProcessPool(_Pool):
 
     def map(self, func, tasks):
         """Ordered list of ``func(task)`` computed by the workers."""
-        pending = self._pool.map_async(_run_task, list(_payloads(func, tasks)), chunksize=1)
-        return _unwrap(self._get(pending), "local process")
+        pending = self._pool.map_async(run_task, list(payloads(func, tasks)), chunksize=1)
+        return unwrap(self._get(pending), "local process")
 
     def imap_unordered(self, func, tasks):
         """Results as they are ready, at most ``2 * size`` tasks in flight."""
         window = collections.deque()
-        payloads = _payloads(func, tasks)
-        for payload in payloads:
-            window.append(self._pool.apply_async(_run_task, (payload,)))
+        for payload in payloads(func, tasks):
+            window.append(self._pool.apply_async(run_task, (payload,)))
             if len(window) >= 2 * self.size:
-                yield _unwrap([self._get(window.popleft())], "local process")[0]
+                yield unwrap([self._get(window.popleft())], "local process")[0]
         while window:
-            yield _unwrap([self._get(window.popleft())], "local process")[0]
+            yield unwrap([self._get(window.popleft())], "local process")[0]
 
     def _get(self, pending):
         """``pending.get()``, raising WorkerError if a worker has died meanwhile."""
