@@ -162,6 +162,7 @@ class _Trainer:
         rng = np.random.default_rng([seed, e])
         self.net.train()
         t0, total, n = time.time(), 0.0, 0
+        inner = _epoch_bar(bar, self.data.counts["train"], e + 1)
         for theta, phot in self.data.batches("train", self.opts["batch_size"], rng,
                                              self.opts["shuffle_blocks"]):
             u, x = self._batch(theta, phot, rng)
@@ -177,6 +178,11 @@ class _Trainer:
             n += len(u)
             if bar is not None:
                 bar.set_postfix(train=f"{total / n:.3f}", refresh=False)
+            if inner is not None:
+                inner.update(len(u))
+                inner.set_postfix(train=f"{total / n:.3f}", refresh=False)
+        if inner is not None:
+            inner.close()
         val = self.val_loss(seed)
         if self.cosine:
             if self.sched.last_epoch < self.sched.T_max:   # then stay at the floor
@@ -302,6 +308,19 @@ def train(simfile, problem, noise, checkpoint, opts, resume=False, overwrite=Fal
                                 "patience": opts["patience"]}
         _loop(trainer, seed, opts, checkpoint, extra, quiet)
     return checkpoint
+
+
+#: Seconds an epoch runs before its own progress bar (rows done) appears.
+EPOCH_BAR_DELAY = 3.0
+
+
+def _epoch_bar(bar, rows, epoch):
+    """A bar over the rows of one epoch, shown once it has run EPOCH_BAR_DELAY s; or None."""
+    if bar is None or bar.disable:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=rows, unit="row", unit_scale=True, leave=False, desc=f"epoch {epoch}",
+                delay=EPOCH_BAR_DELAY, mininterval=1.0)
 
 
 def _loop(trainer, seed, opts, checkpoint, extra, quiet):

@@ -274,3 +274,16 @@ def test_a_chunk_with_corrupted_bytes_is_refused_naming_it(toy, stored_simfile, 
         h5["extras/mfrac"][10] = 0.5
     with pytest.raises(TrainingError, match=r"chunk\(s\) 0-1 of 4"):
         SimulationData(stored_simfile)
+
+
+def test_a_long_epoch_shows_its_rows(toy, simfile, tmp_path, monkeypatch, capsys):
+    """Past EPOCH_BAR_DELAY seconds an epoch shows a bar of its rows; --quiet shows none."""
+    from prospect_sim.amortized import train as train_mod
+    monkeypatch.setattr(train_mod, "EPOCH_BAR_DELAY", 0.0)
+    train(simfile, toy.problem, toy.noise, str(tmp_path / "a.pt"), dict(TINY, epochs=1),
+          quiet=False)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert any(line.startswith("epoch 1:") and "row" in line for line in err.splitlines()), err
+    train(simfile, toy.problem, toy.noise, str(tmp_path / "b.pt"), dict(TINY, epochs=1),
+          quiet=True)
+    assert "epoch 1:" not in capsys.readouterr().err
