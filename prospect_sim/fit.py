@@ -13,9 +13,9 @@ back (chain, weights, lnprobability, obs, model parameters, run_params).
   the batched posterior (:class:`BatchMap`, :mod:`prospect_sim.likelihood`),
   where the parameter file allows it.
 - ``--dynesty`` runs dynesty's ``DynamicNestedSampler`` with exactly the
-  options of Prospector's ``run_dynesty_sampler``, resumable, uniform
-  proposals batched without workers (:mod:`prospect_sim.dynesty_fit`).
-  ``--optimize --dynesty`` optimises first, as Prospector does.
+  options of Prospector's ``run_dynesty_sampler``, resumable
+  (:mod:`prospect_sim.dynesty_fit`).  ``--optimize --dynesty`` optimises
+  first, as Prospector does.
 
 Beyond Prospector, the ``sampling`` group also holds derived quantities per
 sample (read back as top-level keys of the results dict): ``mfrac``
@@ -50,6 +50,8 @@ import numpy as np
 
 from . import outputs
 from .dynesty_fit import run_dynesty
+# dynesty checkpoints written before the runner moved name these two here
+from .dynesty_fit import _LnProb, _PriorTransform  # noqa: F401
 from .samplers import SAMPLERS, fit_kind
 from . import pool as _pool
 from .errors import FitError, ProspectSimError
