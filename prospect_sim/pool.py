@@ -37,10 +37,8 @@ import sys
 import time
 
 from .errors import ProspectSimError, WorkerError
-from .tasks import (Pool as _Pool, SerialPool, dumps_task, error_text as _error_text,
-                    ingredients, one_blas_thread as _one_blas_thread, payloads as _payloads,
-                    run_task as _run_task, set_build_error as _set_build_error,
-                    set_ingredients as _set_ingredients, substituted, unwrap as _unwrap)
+from .tasks import (Pool, SerialPool, dumps_task, error_text, ingredients, one_blas_thread,
+                    payloads, run_task, set_build_error, set_ingredients, substituted, unwrap)
 from .tasks import _no_pool  # noqa: F401 - dynesty checkpoints from before the move name it here
 
 __all__ = ["open_pool", "ingredients", "substituted", "mpi_launched", "launcher_rank",
@@ -96,7 +94,7 @@ def _run_chunk(payload):
     func_blob, arg_blobs = payload
     results = []
     for arg_blob in arg_blobs:
-        status, value = _run_task((func_blob, arg_blob))
+        status, value = run_task((func_blob, arg_blob))
         if status != "ok":
             return (status, value)
         results.append(value)
@@ -133,7 +131,7 @@ def _make_mpi_pool_class():
     return _PoliteMPIPool
 
 
-class MPIWorkPool(_Pool):
+class MPIWorkPool(Pool):
     """The master's side of schwimmbad's ``MPIPool`` (rank 0; ``size`` = ranks - 1).
 
     Messages go out with schwimmbad's protocol (``(func, arg)`` tagged with a
@@ -201,7 +199,7 @@ class MPIWorkPool(_Pool):
                 comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
                 pending.pop(status.tag, None)
         if error is not None:
-            _unwrap([error], "MPI rank")
+            unwrap([error], "MPI rank")
 
     def map(self, func, tasks):
         """Ordered list of ``func(task)`` computed by the other ranks.
@@ -222,7 +220,7 @@ class MPIWorkPool(_Pool):
 
     def imap_unordered(self, func, tasks):
         """Results as they arrive, one task in flight per rank (bounded memory)."""
-        messages = ((_run_task, payload) for payload in _payloads(func, tasks))
+        messages = ((run_task, payload) for payload in payloads(func, tasks))
         for _, value in self._dispatch(messages, per_worker=1):
             yield value
 
@@ -316,8 +314,8 @@ def open_pool(run_params, build, tasks=None):
                 yield pool
             return
     workers = useful_workers(int(run_params.get("workers") or 1), tasks)
-    _one_blas_thread()  # serial too: GridSPS's small matrix products lose to BLAS threading
-    _set_ingredients(build())
+    one_blas_thread()  # serial too: GridSPS's small matrix products lose to BLAS threading
+    set_ingredients(build())
     try:
         if workers > 1:
             from .processes import ProcessPool
@@ -332,7 +330,7 @@ def open_pool(run_params, build, tasks=None):
         else:
             yield SerialPool()
     finally:
-        _set_ingredients(None)
+        set_ingredients(None)
 
 
 @contextlib.contextmanager
@@ -341,16 +339,16 @@ def _open_mpi(build):
     MPIPool = _make_mpi_pool_class()
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    _one_blas_thread()
+    one_blas_thread()
     error = None
     try:
-        _set_ingredients(build())
+        set_ingredients(build())
     except Exception as err:  # every rank learns about it below
         error = err
-        _set_build_error(err)
+        set_build_error(err)
     # one collective step: every rank knows whether every rank could build
     statuses = comm.allgather(None if error is None else
-                              (_error_text(error)[0], _exit_status(error)))
+                              (error_text(error)[0], _exit_status(error)))
     failed = [(r, s) for r, s in enumerate(statuses) if s is not None]
     if failed:
         if rank != 0:
@@ -378,4 +376,4 @@ def _open_mpi(build):
         raise
     finally:
         pool.close()
-        _set_ingredients(None)
+        set_ingredients(None)

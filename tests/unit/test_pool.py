@@ -92,7 +92,7 @@ def test_worker_that_cannot_build_fails_fast():
     def build():
         raise RuntimeError("no grid on this worker")
 
-    pool._set_ingredients(None)
+    pool.set_ingredients(None)
     with pytest.raises(WorkerError, match="RuntimeError: no grid on this worker"):
         processes.ProcessPool(2, build)
 
