@@ -79,9 +79,6 @@ BAD_VALUE, NO_BANDS, MISSING_BANDS, FAILED = 1, 2, 4, 8
 #: Percentiles of each summary row.
 QUANTILES = (2.5, 16.0, 50.0, 84.0, 97.5)
 
-#: Id columns looked for when ``--id_column`` is not given.
-ID_COLUMNS = ("id", "objid", "ID", "OBJID")
-
 _READ_ROWS = 1024          # catalogue rows read at a time
 
 
@@ -306,13 +303,11 @@ def describe(path):
 
 def _open_catalog(path, filter_names, id_column):
     """The catalogue's photometry reader and its ids (list of str)."""
+    from .amortized import catalog
     from .amortized.catalog import Catalog, columns_for
     with Catalog(path, []) as probe:
         available, n_rows = probe.available, probe.n_rows
-    if id_column is not None and id_column not in available:
-        raise UsageError(f"--id_column {id_column}: no such column in {path} (it has "
-                         f"{', '.join(available)})")
-    id_column = id_column or next((c for c in ID_COLUMNS if c in available), None)
+    id_column = catalog.id_column(available, id_column, path)
     if id_column is None:
         ids = [str(i) for i in range(n_rows)]
     else:

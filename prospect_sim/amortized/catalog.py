@@ -41,10 +41,24 @@ import numpy as np
 from ..errors import InferenceError, UsageError
 
 __all__ = ["Catalog", "read_columns", "columns_for", "photometry_columns", "load_column_map",
-           "to_maggies", "ID_COLUMNS"]
+           "to_maggies", "ID_COLUMNS", "id_column"]
 
 #: Id columns looked for when ``--id_column`` is not given, in order.
 ID_COLUMNS = ("id", "objid", "ID", "OBJID")
+
+def id_column(available, given, path):
+    """The id column of a catalogue with columns ``available``, or None (row numbers).
+
+    ``given`` (``--id_column``) must be one of them; without it the first of
+    :data:`ID_COLUMNS` present, if any.
+    """
+    if given is None:
+        return next((c for c in ID_COLUMNS if c in available), None)
+    if given not in available:
+        raise UsageError(f"--id_column {given}: no such column in {path} (it has "
+                         f"{', '.join(available)})")
+    return given
+
 
 #: Magnitudes at or beyond this (in absolute value) are non-detection markers: missing.
 MAG_LIMIT = 50.0

@@ -62,7 +62,8 @@ from ..outputs import write_failed
 from . import options
 from . import summary as _summary
 from ._paths import check_writable, path_for
-from .catalog import ID_COLUMNS, Catalog, load_column_map, photometry_columns, to_maggies
+from . import catalog as _catalog
+from .catalog import Catalog, load_column_map, photometry_columns, to_maggies
 from .posterior import AmortizedPosterior, load_matching_checkpoint, resolve_device
 
 __all__ = ["run", "infer", "FLAGS", "ObsSource", "CatalogSource"]
@@ -138,12 +139,7 @@ class CatalogSource:
             available = self.cat.available
             self.bands, self.condition_columns = photometry_columns(
                 available, self.filters, self.conditions, column_map, path)
-            if id_column is None:
-                id_column = next((c for c in ID_COLUMNS if c in available), "")
-            elif id_column not in available:
-                raise UsageError(f"--id_column {id_column}: no such column in {path} (it has "
-                                 f"{', '.join(available)})")
-            self.id_column = id_column
+            id_column = self.id_column = _catalog.id_column(available, id_column, path) or ""
             self.keep = [c for c in dict.fromkeys(keep_columns) if c != id_column]
             numeric = [c for _, a, b in self.bands for c in (a, b)] + self.condition_columns
             self.cat.use(numeric, ([id_column] if id_column else []) + self.keep)
