@@ -64,7 +64,8 @@ from .h5files import (_allocate, _as_str_list, _checksum, _default_mode,
                       _move_into_place, _open_h5, _set_attr, _str_array,
                       _unlink_quietly)
 
-__all__ = ["SCHEMA_VERSION", "SimulationStore", "n_chunks", "scan_chunks", "chunk_ranges"]
+__all__ = ["SCHEMA_VERSION", "SimulationStore", "n_chunks", "scan_chunks", "chunk_ranges",
+           "text_attribute"]
 
 log = logging.getLogger(__name__)
 
@@ -262,14 +263,7 @@ class SimulationStore:
 
     def text_attr(self, name, default=None):
         """A text attribute, or its ``/provenance/<name>`` dataset when it was long."""
-        if name in self._f.attrs:
-            value = self._f.attrs[name]
-            return value.decode() if isinstance(value, bytes) else str(value)
-        key = "provenance/" + name
-        if key in self._f:
-            value = self._f[key][()]
-            return value.decode() if isinstance(value, bytes) else str(value)
-        return default
+        return text_attribute(self._f, name, default)
 
     @property
     def chunks_done(self):
@@ -563,6 +557,18 @@ def scan_chunks(f):
 
 # ----------------------------------------------------------------------
 # helpers (the low-level HDF5 ones are in h5files.py)
+def text_attribute(f, name, default=None):
+    """Text attribute ``name`` of the open file ``f``, or its ``/provenance/<name>``
+    dataset when it was too long for an attribute; ``default`` when neither."""
+    if name in f.attrs:
+        value = f.attrs[name]
+    elif "provenance/" + name in f:
+        value = f["provenance/" + name][()]
+    else:
+        return default
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _data_keys(extras):
     """The datasets a chunk's checksum covers, in the order it covers them."""
     return ["theta", "phot", "valid"] + ["extras/" + n for n in extras]

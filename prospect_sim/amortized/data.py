@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from ..errors import TrainingError
-from ..store import chunk_ranges, scan_chunks
+from ..store import chunk_ranges, scan_chunks, text_attribute
 from . import spec
 
 __all__ = ["SimulationData", "file_identity"]
@@ -124,18 +124,10 @@ class SimulationData:
         return {"theta_labels": self.theta_labels, "filter_names": self.filter_names,
                 "prior": self.prior, "config": self.config}
 
-    def _text(self, name):
-        """A text attribute, or its ``/provenance/<name>`` dataset when it was long."""
-        if name in self.h5.attrs:
-            return _attr(self.h5.attrs[name])
-        if "provenance/" + name in self.h5:
-            return _attr(self.h5["provenance/" + name][()])
-        return None
-
     def _config(self):
         """The file's ``fixed_config`` (:func:`.spec.model_config`); from ``model_config``
         for a file made before it was recorded; None for neither."""
-        text = self._text("fixed_config")
+        text = text_attribute(self.h5, "fixed_config")
         if text:
             try:
                 return json.loads(text)
@@ -143,7 +135,7 @@ class SimulationData:
                 raise TrainingError(f"{self.path!r}: its fixed_config attribute is not "
                                     "JSON; the file is damaged: rerun --simulate with "
                                     "--overwrite") from None
-        text = self._text("model_config")
+        text = text_attribute(self.h5, "model_config")
         return spec.legacy_config(text) if text else None
 
     def _scan(self):
